@@ -1,0 +1,29 @@
+# partaware: part-level probing of frozen vision encoders, as one cached, incremental workflow.
+#   snakemake --cores 8 results/table.csv                       (embedded demo config)
+#   snakemake --cores 8 --configfile configs/paper.yaml         (the paper's study)
+# See README.md and docs/design.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/extract.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+localrules:
+    all,
+    demo_data,
+    part_index,
+    gather_shards,
+    table,
+
+
+rule all:
+    input:
+        "results/table.csv",
+        "results/table.md",
+    default_target: True

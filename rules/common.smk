@@ -1,0 +1,100 @@
+# Helpers shared by the rules: the validated config, job specs, and target paths.
+import json
+import sys
+
+from partaware import config as C
+
+# No `configfile:` directive: with --configfile only that file counts (a directive would merge
+# the demo datasets into every other config).
+if not config:
+    config.update(C.yaml.safe_load(open(workflow.basedir + "/config.yaml")))
+try:
+    CFG = C.validate(dict(config))
+except C.ConfigError as err:
+    sys.exit(f"partaware: {err}")
+
+EXT = C.FORMATS_EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
+SHARDS = CFG["extract"]["shards"]
+PART_TASKS = ["retrieval", "linear", "attentive", "logistic"]
+# Run-time knobs: passed to jobs but not part of their params, so changing them reruns nothing.
+RUNTIME = json.dumps({"device": CFG["device"],
+                      "extract": {k: CFG["extract"][k] for k in ("batch_size", "num_workers")}})
+
+
+def spec(*, dataset=None, model=None, sections=()):
+    """The part of the config a job depends on (its params: a change reruns the job)."""
+    out = {k: CFG[k] for k in ("seed", "cache", "data", *sections)}
+    out["extract"] = {k: CFG["extract"][k] for k in ("shards", "precision")}
+    out["datasets"] = {dataset: CFG["datasets"][dataset]} if dataset else {}
+    out["models"] = {model: CFG["models"][model]} if model else {}
+    return json.dumps(out, sort_keys=True)
+
+
+def is_demo(dataset):
+    return "demo" in CFG["datasets"][dataset]
+
+
+def is_seg(dataset):
+    return CFG["datasets"][dataset]["kind"] == "segfolder"
+
+
+def dataset_inputs(wildcards):
+    """Files a part index depends on: the generated demo folder, or the dataset's annotation files."""
+    ds = CFG["datasets"][wildcards.dataset]
+    if is_demo(wildcards.dataset):
+        return [ds["root"]]
+    if ds["kind"] == "cub":
+        return [f"{ds['root']}/{f}" for f in ("images.txt", "train_test_split.txt",
+                                               "parts/parts.txt", "parts/part_locs.txt")]
+    if ds["kind"] == "coco":
+        return [ds["train"]["annotations"], ds["test"]["annotations"]]
+    return []
+
+
+def checkpoint_path(model):
+    return f"resources/checkpoints/{model}.pth"
+
+
+def checkpoint_input(wildcards):
+    if CFG["models"][wildcards.model]["weights"] == "checkpoint":
+        return checkpoint_path(wildcards.model)
+    return []
+
+
+def store_path(dataset, model, split):
+    """What evaluations read: the store, or the manifest of its shards."""
+    base = f"results/features/{dataset}/{model}/{split}"
+    return base + EXT if SHARDS == 1 else base + ".shards.json"
+
+
+def shard_path(dataset, model, split, shard):
+    base = f"results/features/{dataset}/{model}/{split}"
+    return base + EXT if SHARDS == 1 else f"{base}.shard{shard}of{SHARDS}{EXT}"
+
+
+def eval_stores(wildcards):
+    ds = CFG["datasets"][wildcards.dataset]
+    if wildcards.task == "retrieval":
+        splits = ["all"]
+    elif wildcards.task == "segmentation":
+        splits = C.seg_splits(ds)
+    else:
+        splits = ["train", "test"]
+    return [store_path(wildcards.dataset, wildcards.model, s) for s in splits]
+
+
+def eval_targets():
+    out = []
+    for dataset, ds in CFG["datasets"].items():
+        for model in CFG["models"]:
+            for task in ds["tasks"]:
+                out.append(f"results/evals/{dataset}/{model}/{task}.csv")
+    return out
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_\-]+",
+    model=r"[A-Za-z0-9_\-]+",
+    split=r"all|train|test|val",
+    task=r"retrieval|linear|attentive|logistic|segmentation",
+    shard=r"\d+",

@@ -1,0 +1,43 @@
+# Datasets: generate the demo data, build part indexes, fetch checkpoints.
+
+
+rule demo_data:
+    output:
+        directory("results/demo/{dataset}"),
+    params:
+        spec=lambda wc: spec(dataset=wc.dataset),
+    log:
+        "results/logs/demo_data/{dataset}.log",
+    shell:
+        "partaware demo-data --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
+
+
+rule part_index:
+    input:
+        dataset_inputs,
+    output:
+        "results/index/{dataset}/all.parquet",
+        "results/index/{dataset}/train.parquet",
+        "results/index/{dataset}/test.parquet",
+    params:
+        spec=lambda wc: spec(dataset=wc.dataset),
+    log:
+        "results/logs/part_index/{dataset}.log",
+    benchmark:
+        "results/benchmarks/part_index/{dataset}.tsv"
+    shell:
+        "partaware index --spec {params.spec:q} --dataset {wildcards.dataset} "
+        "--outdir results/index/{wildcards.dataset} > {log:q} 2>&1"
+
+
+rule fetch_checkpoint:
+    output:
+        "resources/checkpoints/{model}.pth",
+    params:
+        spec=lambda wc: spec(model=wc.model),
+    log:
+        "results/logs/fetch_checkpoint/{model}.log",
+    resources:
+        runtime=240,
+    shell:
+        "partaware fetch --spec {params.spec:q} --model {wildcards.model} --out {output:q} > {log:q} 2>&1"

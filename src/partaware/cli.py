@@ -1,0 +1,218 @@
+"""`partaware`: the one command-line entry point, for the Snakemake rules and for people.
+
+Rules pass the part of the config a job depends on as `--spec` JSON (so Snakemake reruns a job
+exactly when that part changes) and run-time knobs that do not change results as `--runtime`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import config as C
+
+
+def _spec(args) -> dict:
+    """The job's resolved config (validated by the Snakefile) with the run-time knobs merged in."""
+    spec = json.loads(args.spec)
+    runtime = json.loads(args.runtime) if getattr(args, "runtime", None) else {}
+    for key, value in runtime.items():
+        if isinstance(value, dict):
+            spec.setdefault(key, {}).update(value)
+        else:
+            spec[key] = value
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return spec
+
+
+def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------- commands
+def cmd_check_config(args):
+    cfg = C.load(args.config)
+    print(f"{args.config}: OK ({len(cfg['datasets'])} datasets, {len(cfg['models'])} models)")
+
+
+def cmd_demo_data(args):
+    cfg = _spec(args)
+    ds = cfg["datasets"][args.dataset]
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".partial")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    if ds["kind"] == "segfolder":
+        from .data.demo_seg import generate_demo_seg
+
+        generate_demo_seg(tmp, **ds["demo"])
+    else:
+        from .data.demo import generate_demo_cub
+
+        generate_demo_cub(tmp, **ds["demo"])
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def cmd_index(args):
+    from .data.parts import build_part_index, select_split, write_index
+
+    cfg = _spec(args)
+    index = build_part_index(cfg["datasets"][args.dataset])
+    outdir = Path(args.outdir)
+    for split in args.splits:
+        write_index(select_split(index, split), outdir / f"{split}.parquet")
+
+
+def cmd_fetch(args):
+    from .models.checkpoints import fetch_checkpoint, verify_checkpoint
+
+    cfg = _spec(args)
+    model = cfg["models"][args.model]
+    out = Path(args.out)
+    if "url" in model:
+        fetch_checkpoint(model["url"], out, model.get("sha256"))
+    else:
+        verify_checkpoint(Path(model["path"]), model.get("sha256"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() or out.is_symlink():
+            out.unlink()
+        out.symlink_to(Path(model["path"]).resolve())
+
+
+def cmd_extract(args):
+    from .extract import extract
+
+    cfg = _spec(args)
+    extract(cfg, args.dataset, args.model, args.split, Path(args.index) if args.index else None,
+            Path(args.out), Path(args.checkpoint) if args.checkpoint else None, shard=args.shard)
+
+
+def cmd_gather_shards(args):
+    from .store import open_store
+
+    out = Path(args.out)
+    for shard in args.shards:
+        open_store(shard).close()  # refuses an incomplete shard
+    manifest = {"shards": [os.path.relpath(s, out.parent) for s in args.shards]}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out)
+
+
+def cmd_evaluate(args):
+    from . import evaluate as E
+    from .store import open_store
+
+    cfg = _spec(args)
+    ctx = E.context(cfg, args.dataset, args.model)
+    stores = [open_store(p) for p in args.stores]
+    if args.task == "retrieval":
+        rows = E.retrieval_rows(cfg, ctx, *stores)
+    elif args.task == "linear":
+        rows = E.linear_rows(cfg, ctx, *stores)
+    elif args.task == "attentive":
+        rows = E.attentive_rows(cfg, ctx, *stores)
+    elif args.task == "logistic":
+        rows = E.logistic_rows(cfg, ctx, *stores)
+    else:
+        rows, per_class = E.segmentation_rows(cfg, ctx, *stores)
+        _write_csv_atomic(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
+    _write_csv_atomic(pd.DataFrame(rows), Path(args.out))
+
+
+def cmd_table(args):
+    from .report import write_table
+
+    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md))
+
+
+def cmd_inspect(args):
+    from .inspect_store import inspect
+
+    sys.exit(inspect(Path(args.store), check=args.verify, rows=args.rows, show_stats=args.stats))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="partaware", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def job(name, fn, help):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", required=True, help="JSON config subset this job depends on")
+        s.add_argument("--runtime", default=None, help="JSON run-time knobs (batch size, workers)")
+        s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        s.set_defaults(fn=fn)
+        return s
+
+    s = sub.add_parser("check-config", help="validate a config file")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_check_config)
+    s = job("demo-data", cmd_demo_data, "generate a demo dataset")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True)
+    s = job("index", cmd_index, "build the part index of a dataset")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--splits", nargs="+", default=["all", "train", "test"])
+    s = job("fetch", cmd_fetch, "download or verify a checkpoint")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s = job("extract", cmd_extract, "extract features into a store")
+    for a in ("--dataset", "--model", "--split", "--out"):
+        s.add_argument(a, required=True)
+    s.add_argument("--index", default=None)
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--shard", type=int, default=0)
+    s = sub.add_parser("gather-shards", help="publish the manifest of a sharded store")
+    s.add_argument("--out", required=True)
+    s.add_argument("shards", nargs="+")
+    s.set_defaults(fn=cmd_gather_shards)
+    s = job("evaluate", cmd_evaluate, "run one evaluation task from cached stores")
+    s.add_argument("--task", required=True,
+                   choices=["retrieval", "linear", "attentive", "logistic", "segmentation"])
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("stores", nargs="+")
+    s = sub.add_parser("table", help="gather evaluation CSVs into results/table.csv and table.md")
+    s.add_argument("--csv", required=True)
+    s.add_argument("--md", required=True)
+    s.add_argument("inputs", nargs="+")
+    s.set_defaults(fn=cmd_table)
+    s = sub.add_parser("inspect", help="show what a cached store holds; --verify checks it")
+    s.add_argument("store")
+    s.add_argument("--verify", action="store_true", help="check finite values, row count, labels")
+    s.add_argument("--rows", type=int, default=0, help="print this many sample rows")
+    s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")
+    s.set_defaults(fn=cmd_inspect)
+    return p
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, OSError) as err:  # our errors name the file/key and the fix
+        if os.environ.get("PARTAWARE_DEBUG"):
+            raise
+        print(f"partaware {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Glue between the feature stores and the pure evaluation functions in `evals/`.
+
+Each function reads what its task needs from published stores (never an encoder), runs the
+evaluation and returns tidy result rows: one per (feature, metric[, seed, epoch kind]).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .extract import resolve_device
+from .store import FeatureStore
+
+PROTOCOL_SEG = "cached, fixed view (the paper trains with augmentation and slide inference)"
+
+
+def _row(ctx: dict, task: str, feature: str, metric: str, value: float, n: int, **extra) -> dict:
+    return {"dataset": ctx["dataset"], "task": task, "model": ctx["model"], "group": ctx["group"],
+            "weights": ctx["weights"], "feature": feature, "label_set": extra.pop("label_set", "part"),
+            "protocol": extra.pop("protocol", "paper"), "metric": metric, "value": float(value),
+            "n": int(n), "seed": extra.pop("seed", ""), "skipped": extra.pop("skipped", 0), **extra}
+
+
+def _valid(store: FeatureStore) -> np.ndarray:
+    return store.read("valid").astype(bool)
+
+
+def context(cfg: dict, dataset: str, model: str) -> dict:
+    m = cfg["models"][model]
+    return {"dataset": dataset, "model": model, "group": m.get("group", ""), "weights": m["weights"]}
+
+
+def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
+    from .evals.retrieval import average_precision_per_query, summarise
+
+    rc = cfg["retrieval"]
+    valid = _valid(store)
+    labels = store.read("label")[valid]
+    protocol = "query excluded" if rc["exclude_self"] else "paper (query included)"
+    rows = []
+    for feature in rc["features"]:
+        if feature not in store.array_names():
+            continue
+        feats = store.read(feature)[valid].astype(np.float32)
+        ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],
+                                         memory_mb=rc["memory_mb"], device=resolve_device(cfg["device"]))
+        summary = summarise(ap, labels)
+        for metric in ("AP", "mAP"):
+            rows.append(_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
+                             protocol=protocol, skipped=int((~valid).sum())))
+    return rows
+
+
+def _split_xy(store: FeatureStore, feature: str):
+    valid = _valid(store)
+    return store.read(feature)[valid].astype(np.float32), store.read("label")[valid], int((~valid).sum())
+
+
+def _num_classes(cfg: dict, dataset: str, *label_arrays) -> int:
+    parts = cfg["datasets"][dataset].get("parts")
+    return len(parts) if parts else int(max(int(a.max()) for a in label_arrays) + 1)
+
+
+def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
+    from .evals.probes import train_linear
+
+    pc = cfg["linear"]
+    xtr, ytr, sk1 = _split_xy(train, "cls")
+    xte, yte, sk2 = _split_xy(test, "cls")
+    classes = _num_classes(cfg, ctx["dataset"], ytr, yte)
+    rows = []
+    for seed in pc["seeds"]:
+        res = train_linear(xtr, ytr, xte, yte, classes, epochs=pc["epochs"], batch_size=pc["batch_size"],
+                           lr=pc["lr"], momentum=pc["momentum"], weight_decay=pc["weight_decay"],
+                           seed=seed, device=resolve_device(cfg["device"]))
+        rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed, sk1 + sk2)
+    return rows
+
+
+def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
+    return [_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
+                 protocol="paper (best test epoch)"),
+            _row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
+                 protocol="last epoch")]
+
+
+def _token_batches(store: FeatureStore, batch_size: int, shuffle_seed: int | None = None):
+    """A re-iterable stream of (tokens, labels) batches read from the store; only valid rows."""
+    valid = _valid(store)
+    labels = store.read("label")
+
+    def batches():
+        order = np.arange(store.n_rows)
+        chunk = max(batch_size, 1)
+        starts = list(range(0, store.n_rows, chunk))
+        if shuffle_seed is not None:
+            batches.epoch += 1
+            np.random.default_rng(shuffle_seed + batches.epoch).shuffle(starts)
+        for lo in starts:
+            hi = min(lo + chunk, store.n_rows)
+            keep = valid[lo:hi]
+            if not keep.any():
+                continue
+            tokens = torch.from_numpy(store.read("tokens", lo, hi)[keep])
+            yield tokens, torch.from_numpy(labels[order[lo:hi]][keep])
+    batches.epoch = 0
+    return batches
+
+
+def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
+    from .evals.attentive import train_attentive
+
+    pc = cfg["attentive"]
+    ytr, yte = train.read("label"), test.read("label")
+    classes = _num_classes(cfg, ctx["dataset"], ytr, yte)
+    dim = train.info("tokens")["shape"][-1]
+    skipped = int((~_valid(train)).sum() + (~_valid(test)).sum())
+    rows = []
+    for seed in pc["seeds"]:
+        res = train_attentive(_token_batches(train, pc["batch_size"], shuffle_seed=seed),
+                              _token_batches(test, 256), classes, dim, epochs=pc["epochs"],
+                              lr=pc["lr"], batch_size=pc["batch_size"], momentum=pc["momentum"],
+                              weight_decay=pc["weight_decay"], seed=seed, device=resolve_device(cfg["device"]))
+        rows += _probe_rows(ctx, "attentive", "tokens", res, int(_valid(test).sum()), seed, skipped)
+    return rows
+
+
+def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
+    from .evals.probes import train_logistic
+
+    lc = cfg["logistic"]
+    xtr, ytr, sk1 = _split_xy(train, "cls")
+    xte, yte, sk2 = _split_xy(test, "cls")
+    res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
+    return [_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
+                 skipped=sk1 + sk2, protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")]
+
+
+def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int):
+    valid = _valid(store)
+
+    def batches():
+        for lo in range(0, store.n_rows, batch_size):
+            hi = min(lo + batch_size, store.n_rows)
+            keep = valid[lo:hi]
+            if not keep.any():
+                continue
+            feats = np.concatenate([store.read(f"layers/{b}", lo, hi)[keep] for b in blocks], axis=1)
+            labels = store.read(f"labels/{label_set}", lo, hi)[keep]
+            yield torch.from_numpy(feats), torch.from_numpy(labels)
+    return batches
+
+
+def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureStore) -> list[dict]:
+    from .evals.segmentation import evaluate_seg_probe, train_seg_probe
+
+    ds, sc = cfg["datasets"][ctx["dataset"]], cfg["segmentation"]
+    device = resolve_device(cfg["device"])
+    rows, per_class = [], []
+    for label_set, spec in ds["label_sets"].items():
+        torch.manual_seed(cfg["seed"])
+        model = train_seg_probe(_seg_batches(train, ds["blocks"], label_set, sc["batch_size"]),
+                                num_classes=spec["classes"], iters=sc["iters"], lr=sc["lr"],
+                                weight_decay=sc["weight_decay"], warmup_iters=sc["warmup_iters"],
+                                power=sc["power"], seed=cfg["seed"], device=device, reduce_zero_label=True)
+        metrics = evaluate_seg_probe(model, _seg_batches(val, ds["blocks"], label_set, sc["batch_size"]),
+                                     num_classes=spec["classes"], reduce_zero_label=True, device=device)
+        n = int(_valid(val).sum())
+        skipped = int((~_valid(train)).sum() + (~_valid(val)).sum())
+        feature = "blocks " + "+".join(str(b) for b in ds["blocks"])
+        for metric in ("mIoU", "mAcc", "aAcc"):
+            rows.append(_row(ctx, "segmentation", feature, metric, 100 * metrics[metric], n,
+                             label_set=label_set, protocol=PROTOCOL_SEG, seed=cfg["seed"], skipped=skipped))
+        for c, iou in enumerate(metrics["iou"]):
+            per_class.append({**ctx, "label_set": label_set, "class": c + 1, "IoU": 100 * float(iou)})
+    return rows, per_class

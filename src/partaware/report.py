@@ -1,0 +1,50 @@
+"""Gather the per-job result CSVs into one tidy table and a readable Markdown pivot."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
+
+
+def gather(inputs: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in inputs if Path(p).stat().st_size > 0]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    sort = [c for c in ["dataset", "task", "label_set", "model", "feature", "metric", "seed"] if c in table]
+    return table.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+def pivot(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per measurement, one column per model; several seeds show as mean ± std."""
+    grouped = table.groupby(KEYS + ["model"], dropna=False, sort=False)["value"]
+    cell = grouped.agg(["mean", "std", "count"]).reset_index()
+    cell["text"] = [f"{m:.1f}" if c < 2 else f"{m:.1f} ± {s:.1f}"
+                    for m, s, c in zip(cell["mean"], cell["std"], cell["count"])]
+    wide = cell.pivot_table(index=KEYS, columns="model", values="text", aggfunc="first", sort=False)
+    return wide.reset_index()
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
+    table = gather(inputs)
+    header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
+              "random-initialised (pipeline demo), not pretrained encoders.\n\n")
+    _atomic_write(md_path, header + to_markdown(pivot(table)))
+    _atomic_write(csv_path, table.to_csv(index=False))
+    return table
