@@ -1,0 +1,173 @@
+"""The part index: one row per part patch, the join key between images and feature stores.
+
+`build_part_index(dataset_cfg)` reads a dataset (CUB layout or COCO person keypoints) into the
+table of docs/design.md ("Part index"). Recognised `dataset_cfg` keys (others are ignored; the
+config schema validates them):
+
+- `kind`: `cub` or `coco` (required); `name`: used in messages and stored attributes.
+- cub: `root`, the folder holding images.txt (the demo generator writes this layout too).
+- coco: `train: {annotations: json, images: dir}` and/or `test: {...}` (train2017 / val2017).
+- `parts`: 1-based part / keypoint ids, default cub [11, 12, 9, 14], coco [1, 11, 16];
+  `label` is the position of `part_id` in this list.
+- `max_images`: first N images (of images.txt, or of each COCO json's `images`), quick runs.
+- `check_files` (default true): every indexed image must exist.
+- `retrieval_splits`: which splits form the `all` (retrieval) set; default cub [train, test]
+  (all 11,788 images), coco [train] (train2017, as the paper).
+
+Split files: `select_split(index, split)` gives `all` / `train` / `test` tables, each with its
+own `row` numbering 0..n-1 (a feature store of a split joins that split's file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .coco import DEFAULT_KEYPOINTS, coco_patches
+from .cub import DEFAULT_PARTS, cub_patches
+from .errors import DataError
+
+COLUMNS = ["row", "image_id", "image_path", "part_id", "part_name", "label",
+           "x", "y", "d", "x0", "y0", "x1", "y1", "split"]
+INT_COLUMNS = ["row", "image_id", "part_id", "label", "x0", "y0", "x1", "y1"]
+FLOAT_COLUMNS = ["x", "y", "d"]
+SPLITS = ("all", "train", "test")
+DEFAULT_RETRIEVAL = {"cub": ("train", "test"), "coco": ("train",)}
+
+
+def _name(cfg: dict) -> str:
+    return str(cfg.get("name") or cfg.get("kind") or "?")
+
+
+def _max_images(cfg: dict) -> int | None:
+    n = cfg.get("max_images")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise DataError(f"dataset {_name(cfg)!r}: max_images must be a positive integer or null, got {n!r}")
+    return n
+
+
+def _part_ids(cfg: dict, default: Sequence[int]) -> list[int]:
+    parts = cfg.get("parts")
+    if parts is None:
+        return list(default)
+    if not isinstance(parts, (list, tuple)) or not parts or not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+        raise DataError(f"dataset {_name(cfg)!r}: `parts` must be a non-empty list of 1-based integer ids, got {parts!r}")
+    return list(parts)
+
+
+def _coco_split(cfg: dict, split: str) -> dict | None:
+    spec = cfg.get(split)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "annotations" not in spec or "images" not in spec:
+        raise DataError(f"dataset {_name(cfg)!r}: `{split}` must be {{annotations: <json>, images: <dir>}}, got {spec!r}")
+    return spec
+
+
+def _read(cfg: dict) -> pd.DataFrame:
+    kind = cfg.get("kind")
+    if kind == "cub":
+        if not cfg.get("root"):
+            raise DataError(f"dataset {_name(cfg)!r}: kind cub needs `root`, the folder that holds images.txt")
+        return cub_patches(cfg["root"], _part_ids(cfg, DEFAULT_PARTS), _max_images(cfg))
+    if kind == "coco":
+        specs = {s: _coco_split(cfg, s) for s in ("train", "test")}
+        if not any(specs.values()):
+            raise DataError(f"dataset {_name(cfg)!r}: kind coco needs `train` and/or `test`: {{annotations: <json>, images: <dir>}}")
+        ids = _part_ids(cfg, DEFAULT_KEYPOINTS)
+        parts = [coco_patches(s["annotations"], s["images"], split, ids, _max_images(cfg))
+                 for split, s in specs.items() if s]
+        return pd.concat(parts, ignore_index=True)
+    raise DataError(f"dataset {_name(cfg)!r}: unknown kind {kind!r}; use `cub` or `coco`")
+
+
+def _check_files(df: pd.DataFrame, cfg: dict) -> None:
+    missing = [p for p in df["image_path"].unique() if not os.path.isfile(p)]
+    if missing:
+        raise DataError(
+            f"dataset {_name(cfg)!r}: {len(missing)} indexed image(s) missing, e.g. {missing[0]}; restore them, "
+            "point the dataset at the full copy, limit it with `max_images`, or set `check_files: false` "
+            "(extraction then follows `data.on_bad_image`)"
+        )
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.reset_index(drop=True)
+    df["row"] = range(len(df))
+    for c in INT_COLUMNS:
+        df[c] = df[c].astype("int64")
+    for c in FLOAT_COLUMNS:
+        df[c] = df[c].astype("float64")
+    return df[COLUMNS]
+
+
+def build_part_index(dataset_cfg: dict) -> pd.DataFrame:
+    """All part patches of a dataset (both splits), sorted by image then part; see module doc."""
+    cfg = dict(dataset_cfg)
+    df = _read(cfg)
+    if df.empty:
+        raise DataError(f"dataset {_name(cfg)!r}: no part patch survives (visible, selected parts {cfg.get('parts')}, "
+                        "20 < d/2 < 1000); check `parts`, `max_images` and the annotation files")
+    if cfg.get("check_files", True):
+        _check_files(df, cfg)
+    ids = _part_ids(cfg, DEFAULT_PARTS if cfg["kind"] == "cub" else DEFAULT_KEYPOINTS)
+    df["label"] = df["part_id"].map({p: i for i, p in enumerate(ids)})
+    # stable: keeps each adapter's within-image order (cub: part id; coco: person, keypoint id)
+    df["_split_rank"] = (df["split"] != "train").astype(int)
+    df = df.sort_values(["image_id", "_split_rank"], kind="mergesort")
+    df = _typed(df)
+    retrieval = cfg.get("retrieval_splits") or DEFAULT_RETRIEVAL[cfg["kind"]]
+    bad = [s for s in retrieval if s not in ("train", "test")]
+    if bad:
+        raise DataError(f"dataset {_name(cfg)!r}: retrieval_splits {list(retrieval)} may only name train and test")
+    df.attrs = {"dataset": _name(cfg), "kind": cfg["kind"], "parts": ids, "retrieval_splits": list(retrieval)}
+    return df
+
+
+def select_split(index: pd.DataFrame, split: str, retrieval_splits: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of one split with `row` renumbered 0..n-1; `all` = the retrieval set.
+
+    The retrieval set is `retrieval_splits`, else the index's attrs (set by build_part_index and
+    kept by parquet), else every row.
+    """
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    if split == "all":
+        wanted = retrieval_splits or index.attrs.get("retrieval_splits") or ("train", "test")
+    else:
+        wanted = (split,)
+    out = index[index["split"].isin(list(wanted))].copy()
+    if out.empty:
+        name = index.attrs.get("dataset", "?")
+        raise DataError(f"dataset {name!r}: split {split!r} (= {', '.join(wanted)}) has no part patches; "
+                        "configure that split's files (coco: `train` / `test`) or raise `max_images`")
+    out = _typed(out)
+    out.attrs = dict(index.attrs)
+    return out
+
+
+def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Parquet, atomically: a sibling temp file published by one os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """A part index file, checked for the contract's columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: part index not found; build it first (the workflow's prepare step)")
+    df = pd.read_parquet(path)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: not a part index (missing columns {missing}); delete it and rerun prepare")
+    return df

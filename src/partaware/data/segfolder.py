@@ -1,0 +1,156 @@
+"""Segmentation datasets in the authors' mmseg folder layout.
+
+    <root>/img/{train,val}/<stem>.jpg
+    <root>/<label_dir>/{train,val}/<stem>.png     one dir per label set, e.g. ann (parts),
+                                                   ann_object (objects)
+
+Label PNGs hold class indices (mode L or P): 0 = background, 1..C = foreground classes,
+255 = ignore. Training uses `reduce_zero_label` (PROTOCOL.md section 5), so background is
+ignored and the C foreground classes become 0..C-1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from partaware.data.errors import DataError
+
+# Foreground class counts (labels 1..C; 0 = background, 255 = ignore). PROTOCOL.md section 5.
+ADE20K_PART_CLASSES = 209
+ADE20K_OBJECT_CLASSES = 59
+PASCAL_PART_CLASSES = 193
+PASCAL_OBJECT_CLASSES = 16
+LIP_CLASSES = 19
+NUM_CLASSES = {
+    "ade20k_part": ADE20K_PART_CLASSES,
+    "ade20k_object": ADE20K_OBJECT_CLASSES,
+    "pascal_part": PASCAL_PART_CLASSES,
+    "pascal_object": PASCAL_OBJECT_CLASSES,
+    "lip": LIP_CLASSES,
+}
+
+IGNORE = 255
+_RESERVED_KEYS = {"id", "img"}
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def list_samples(root: str | os.PathLike, split: str, label_dirs: dict[str, str]) -> list[dict]:
+    """Pair every `img/<split>/*.jpg` with its `<dir>/<split>/<stem>.png` in each label set.
+
+    Returns one dict per image, sorted by stem: `{"id": stem, "img": Path, <set>: Path, ...}`
+    (e.g. `label_dirs={"part": "ann", "object": "ann_object"}` gives keys `part`, `object`).
+    A missing label file is an error rather than a skipped image, so that every label set
+    scores the same images.
+    """
+    root = Path(root)
+    bad = _RESERVED_KEYS & set(label_dirs)
+    if bad:
+        raise ValueError(f"label set names {sorted(bad)} are reserved; rename them")
+    img_dir = root / "img" / split
+    images = sorted(img_dir.glob("*.jpg")) if img_dir.is_dir() else []
+    if not images:
+        raise DataError(f"{img_dir}: no *.jpg images (expected the mmseg layout img/{split}/*.jpg)")
+    samples = []
+    for img in images:
+        sample = {"id": img.stem, "img": img}
+        for name, sub in label_dirs.items():
+            lab = root / sub / split / f"{img.stem}.png"
+            if not lab.is_file():
+                raise DataError(f"{lab}: missing {name!r} label file for image {img}")
+            sample[name] = lab
+        samples.append(sample)
+    return samples
+
+
+def load_label(path: str | os.PathLike, num_classes: int) -> np.ndarray:
+    """Read a label PNG as a (H, W) uint8 array of class indices, checking its values.
+
+    Allowed values: 0 (background), 1..num_classes, 255 (ignore). Anything else means the
+    file belongs to another label set or was saved as colours, which would silently corrupt
+    mIoU, so it is an error naming the file, the bad values and the declared class count.
+    """
+    if not 0 < num_classes < IGNORE:
+        raise ValueError(f"num_classes must be in 1..254 for uint8 labels, got {num_classes}")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P"):
+                raise DataError(
+                    f"{path}: label PNG has mode {im.mode}; expected L or P (class indices)"
+                )
+            label = np.array(im, dtype=np.uint8)  # for mode P: the palette indices
+    except (OSError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read label image ({e})") from e
+    values = np.unique(label)
+    bad = values[(values > num_classes) & (values != IGNORE)]
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise DataError(
+            f"{path}: label value(s) {shown} out of range for {num_classes} classes "
+            f"(allowed 0 = background, 1..{num_classes}, 255 = ignore)"
+        )
+    return label
+
+
+def reduce_zero_label(label: np.ndarray) -> np.ndarray:
+    """mmseg's `reduce_zero_label`: 0 -> 255 (ignored), c -> c - 1, 255 stays 255."""
+    label = np.asarray(label, dtype=np.uint8)
+    out = label.astype(np.int16) - 1
+    out[label == 0] = IGNORE
+    out[label == IGNORE] = IGNORE
+    return out.astype(np.uint8)
+
+
+def seg_view(
+    img: Image.Image, label: np.ndarray | Image.Image, size: int
+) -> tuple[Image.Image, np.ndarray]:
+    """The cached fixed view of an (image, label) pair: short side -> `size`, centre crop.
+
+    Image bicubic, label nearest (class indices must not be blended). This is the one
+    deterministic view whose features are cached; it is NOT the paper's augmented training
+    (random resize 0.5-2.0, random crop, flip, photometric distortion) nor its slide
+    inference, so results from it are the fast approximation of PROTOCOL.md section 5.
+    Returns (RGB image size x size, uint8 label size x size).
+    """
+    img = img.convert("RGB")
+    lab = label
+    if not isinstance(lab, Image.Image):
+        lab = Image.fromarray(np.asarray(lab, dtype=np.uint8))
+    if img.size != lab.size:
+        raise DataError(f"image size {img.size} differs from label size {lab.size}")
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (nw - size) // 2, (nh - size) // 2
+    box = (left, top, left + size, top + size)
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC).crop(box)
+    lab = lab.resize((nw, nh), Image.Resampling.NEAREST).crop(box)
+    return img, np.array(lab, dtype=np.uint8)
+
+
+def atomic_save(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
+    """Save via a temporary file and one rename, so a killed job never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        image.save(tmp, format=_FORMATS[path.suffix.lower()], **save_kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy bytes unchanged (no JPEG re-encoding) via a temporary file and one rename."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)

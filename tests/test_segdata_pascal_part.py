@@ -1,0 +1,137 @@
+"""Pascal-Part .mat -> 193-part and 16-object label maps, checked against the real samples."""
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from partaware.data.errors import DataError
+from partaware.data.pascal_part import (
+    OBJECT_CLASSES, PART_CLASSES, PART_PARENT, convert_pascal_part, pascal_part_maps,
+)
+from partaware.data.segfolder import list_samples, load_label
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "pascal_part"
+EXAMPLES = REAL / "examples"
+TSV = REAL / "pascal_part_193_parts_DERIVED.tsv"
+if not TSV.is_file():  # the fixture README places the tsv in examples/
+    TSV = EXAMPLES / "pascal_part_193_parts_DERIVED.tsv"
+pytestmark = pytest.mark.skipif(not TSV.is_file(), reason="real Pascal-Part fixture not available")
+
+VOC20 = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+         "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+         "train", "tvmonitor"]
+OBJ16 = sorted(set(VOC20) - {"boat", "chair", "diningtable", "sofa"})
+
+
+def _tsv_rows():
+    with open(TSV, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _mat_name_to_id():
+    """(class, .mat part name) -> 1-based tsv row, expanding `wheel_1..10` ranges."""
+    table = {}
+    for i, row in enumerate(_tsv_rows(), start=1):
+        m = re.fullmatch(r"(\w+?)_(\d+)\.\.(\d+)", row["part_names_in_mat"])
+        names = ([f"{m[1]}_{k}" for k in range(int(m[2]), int(m[3]) + 1)] if m
+                 else [row["part_names_in_mat"]])
+        for n in names:
+            table[(row["class"], n)] = i
+    return table
+
+
+def _objects(mat):
+    anno = scipy.io.loadmat(mat)["anno"][0, 0]
+    for o in anno["objects"][0]:
+        names = [str(p["part_name"][0]) for p in o["parts"].ravel()]
+        yield str(o["class"][0]), o["mask"] > 0, names
+
+
+MATS = sorted(EXAMPLES.glob("*.mat"))
+
+
+def test_part_list_matches_tsv():
+    rows = _tsv_rows()
+    assert len(rows) == 193 == len(PART_CLASSES)
+    assert [(r["class"], r["part"]) for r in rows] == list(PART_CLASSES)
+    assert list(OBJECT_CLASSES) == OBJ16 and len(OBJ16) == 16
+    assert sorted({r["class"] for r in rows}) == OBJ16
+    for i, (obj, _) in enumerate(PART_CLASSES, start=1):
+        assert PART_PARENT[i] == OBJ16.index(obj) + 1
+
+
+@pytest.mark.parametrize("mat", MATS, ids=[m.stem for m in MATS])
+def test_real_maps_hold_exactly_the_annotated_classes(mat):
+    name_to_id = _mat_name_to_id()
+    expected_parts, expected_objs = set(), set()
+    for cls, _, names in _objects(mat):
+        if cls in OBJ16:
+            expected_objs.add(OBJ16.index(cls) + 1)
+            expected_parts |= {name_to_id[(cls, n)] for n in names}
+    part_map, obj_map = pascal_part_maps(mat)
+    assert part_map.dtype == obj_map.dtype == np.uint8 and part_map.shape == obj_map.shape
+    assert set(np.unique(part_map).tolist()) - {0, 255} == expected_parts
+    assert set(np.unique(obj_map).tolist()) - {0} == expected_objs
+    # parts nest in their parent objects; background agrees between the two maps
+    fg = (part_map > 0) & (part_map < 255)
+    np.testing.assert_array_equal(PART_PARENT[part_map[fg]], obj_map[fg])
+    np.testing.assert_array_equal(part_map == 0, obj_map == 0)
+    with Image.open(EXAMPLES / f"{mat.stem}.jpg") as im:
+        assert im.size[::-1] == part_map.shape
+
+
+def test_object_without_parts_is_ignore_in_part_map():
+    mat = EXAMPLES / "2009_001103.mat"  # holds a tvmonitor annotated without parts
+    tv = [m for cls, m, names in _objects(mat) if cls == "tvmonitor" and not names]
+    assert tv
+    part_map, obj_map = pascal_part_maps(mat)
+    tv_pixels = obj_map == OBJ16.index("tvmonitor") + 1
+    assert tv_pixels.sum() > 1000
+    assert (part_map[tv_pixels] == 255).all()
+
+
+def test_small_parts_win_over_the_parts_containing_them():
+    # In 2008_000939 the car's licence plate is annotated before the back side that contains
+    # it; smaller-over-larger keeps the plate.
+    mat = EXAMPLES / "2008_000939.mat"
+    name_to_id = _mat_name_to_id()
+    anno = scipy.io.loadmat(mat)["anno"][0, 0]
+    car_obj = next(o for o in anno["objects"][0] if str(o["class"][0]) == "car")
+    plate = next(p["mask"] > 0 for p in car_obj["parts"][0] if str(p["part_name"][0]) == "bliplate")
+    assert plate.any()
+    part_map, _ = pascal_part_maps(mat)
+    assert (part_map[plate] == name_to_id[("car", "bliplate")]).mean() > 0.95
+
+
+def test_convert_writes_layout_atomically(tmp_path):
+    ids = {"train": ["2008_000939", "2009_001103"], "val": ["2008_001978"]}
+    counts = convert_pascal_part(EXAMPLES, EXAMPLES, tmp_path, ids)
+    assert counts == {"train": 2, "val": 1}
+    for split, stems in ids.items():
+        samples = list_samples(tmp_path, split, {"part": "ann", "object": "ann_object"})
+        assert [s["id"] for s in samples] == sorted(stems)
+        for s in samples:
+            assert s["img"].read_bytes() == (EXAMPLES / f"{s['id']}.jpg").read_bytes()
+            part_map, obj_map = pascal_part_maps(EXAMPLES / f"{s['id']}.mat")
+            np.testing.assert_array_equal(load_label(s["part"], 193), part_map)
+            np.testing.assert_array_equal(load_label(s["object"], 16), obj_map)
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
+
+
+def test_convert_missing_mat_names_it(tmp_path):
+    with pytest.raises(DataError, match=r"2099_000001\.mat"):
+        convert_pascal_part(EXAMPLES, EXAMPLES, tmp_path / "out", {"val": ["2099_000001"]})
+
+
+def test_unknown_part_name_is_an_error(tmp_path):
+    anno = scipy.io.loadmat(EXAMPLES / "2008_001978.mat")["anno"]
+    anno[0, 0]["objects"][0, 0]["parts"][0, 0]["part_name"] = np.array(["wing_99"])
+    bad = tmp_path / "bad.mat"
+    scipy.io.savemat(bad, {"anno": anno})
+    with pytest.raises(DataError, match=r"bad\.mat.*'wing_99'.*'bird'"):
+        pascal_part_maps(bad)
