@@ -1,0 +1,254 @@
+"""Frozen ViT encoders built from timm, loaded with random, timm or official weights.
+
+`build_encoder(model_cfg, checkpoint)` is the only entry point the pipeline needs. Config keys:
+
+- `arch` (required): any timm model name, optionally with a pretrained tag (`name.tag`);
+  the model must be ViT-like (patch tokens and a CLS token).
+- `weights`: `random` (seeded timm init, key `seed`, default 0) | `timm` (timm's own pretrained
+  weights) | `checkpoint` (an official file, converted by `format`).
+- `format`: converter for `weights: checkpoint`: timm, deit, mocov3, dino, ibot, beit, mae, cae.
+- `checkpoint`: path of the file (the `checkpoint` argument takes precedence);
+  `sha256`: expected hash, verified before loading; `checkpoint_key`: which entry of the file
+  holds the weights (e.g. `student` for DINO/iBOT instead of the default `teacher`).
+- `img_size` (int): input size passed to timm; absolute / relative position tables of the
+  checkpoint are resampled to it when it differs from the checkpoint's.
+- `timm_kwargs` (dict): extra arguments for `timm.create_model` (e.g. `depth` in tests).
+- `mean`, `std`: the input normalisation the data transforms should use (default ImageNet's).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from pathlib import Path
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
+from torch import Tensor, nn
+
+from .checkpoints import CheckpointError, load_checkpoint_file, verify_checkpoint
+from .converters import CONVERTERS, State
+from .heads import build_head
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS = ("random", "timm", "checkpoint")
+BEIT_FORMATS = ("beit", "cae")
+
+
+class Encoder(nn.Module):
+    """A frozen backbone (+ optional projection head) giving the features the pipeline stores.
+
+    Inputs are already normalised images (B, 3, H, W) with H, W multiples of the patch size
+    (and equal to `img_size` for models with fixed position tables).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None = None, *,
+                 mean_std=(IMAGENET_MEAN, IMAGENET_STD), info: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        patch = tuple(backbone.patch_embed.patch_size)
+        if patch[0] != patch[1]:
+            raise ValueError(f"non-square patches {patch} are not supported")
+        self.patch_size = int(patch[0])
+        self.num_prefix_tokens = int(backbone.num_prefix_tokens)
+        self.embed_dim = int(backbone.embed_dim)
+        self.depth = len(backbone.blocks)
+        self.has_proj = head is not None
+        self.proj_dim = int(head.out_dim) if head is not None else None
+        self.mean_std = (tuple(mean_std[0]), tuple(mean_std[1]))
+        self.info = dict(info or {})
+        self.checkpoint_sha256 = self.info.get("checkpoint_sha256")
+        self._token_norm = _per_token_norm(backbone)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Always eval: the encoder is frozen and its BatchNorms must use running statistics."""
+        return super().train(False)
+
+    def forward_all(self, x: Tensor, blocks=()) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
+        """One backbone pass giving both the pooled features and the dense maps of `blocks`."""
+        wanted = self._check_blocks(blocks)
+        if wanted:
+            final, maps = self.backbone.forward_intermediates(
+                x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
+        else:
+            final, maps = self.backbone.forward_features(x), []
+        if self._token_norm is not None:
+            final = self._token_norm(final)
+        feats = {"cls": final[:, 0], "mean": final[:, self.num_prefix_tokens:].mean(dim=1),
+                 "tokens": final}
+        if self.head is not None:
+            feats["proj"] = self.head(final[:, 0])
+        return feats, dict(zip(wanted, maps))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """`cls` (B, D), `mean` (B, D) of patch tokens, `tokens` (B, T, D), `proj` (B, P) if any."""
+        return self.forward_all(x)[0]
+
+    def dense(self, x: Tensor, blocks) -> dict[int, Tensor]:
+        """Raw (pre-final-norm) outputs of 1-based `blocks`, prefix tokens dropped, (B, D, h, w)."""
+        return self.forward_all(x, blocks)[1]
+
+    def _check_blocks(self, blocks) -> list[int]:
+        wanted = sorted({int(b) for b in blocks})
+        bad = [b for b in wanted if not 1 <= b <= self.depth]
+        if bad:
+            raise ValueError(f"blocks {bad} out of range: this encoder has blocks 1..{self.depth}")
+        return wanted
+
+
+def _per_token_norm(backbone: nn.Module) -> nn.Module | None:
+    """The final norm to apply per token when timm put it after pooling (`fc_norm` models).
+
+    For the usual layout (`norm` on all tokens) forward_features already applied it.
+    """
+    norm = getattr(backbone, "norm", None)
+    fc_norm = getattr(backbone, "fc_norm", None)
+    if (norm is None or isinstance(norm, nn.Identity)) and isinstance(fc_norm, nn.Module) \
+            and not isinstance(fc_norm, nn.Identity):
+        return fc_norm
+    return None
+
+
+# ---------------------------------------------------------------------------------- building
+
+def check_arch(name: str) -> str:
+    """Fail early, with a hint, on a model name timm does not know."""
+    base = name.split(".", 1)[0]
+    if timm.is_model(base):
+        return name
+    close = difflib.get_close_matches(base, timm.list_models(), n=3)
+    pattern = base.split("_")[0] or base
+    hint = f"; close names: {close}" if close else ""
+    raise ValueError(f"unknown timm model {name!r}{hint}. List the known names with "
+                     f"timm.list_models('*{pattern}*')")
+
+
+def _check_vit_like(model: nn.Module, arch: str) -> None:
+    ok = (hasattr(model, "patch_embed") and hasattr(model, "blocks")
+          and hasattr(model, "forward_intermediates")
+          and getattr(model, "num_prefix_tokens", 0) >= 1
+          and getattr(model, "cls_token", None) is not None)
+    if not ok:
+        raise ValueError(f"{arch!r} is not a ViT-style model with a CLS token and patch tokens, "
+                         f"which every partaware feature needs (cls, mean of patches, dense maps)")
+
+
+def _create(arch: str, kwargs: dict, pretrained: bool = False, seed: int = 0) -> nn.Module:
+    """timm.create_model with a seeded init that leaves the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    _check_vit_like(model, arch)
+    return model
+
+
+def _fit_position_tables(sd: State, model: nn.Module) -> State:
+    """Resample `pos_embed` / relative position tables saved for another input size."""
+    target = model.state_dict()
+    out = dict(sd)
+    pos = out.get("pos_embed")
+    want = target.get("pos_embed")
+    if pos is not None and want is not None and pos.shape != want.shape and pos.dim() == 3 \
+            and pos.shape[-1] == want.shape[-1]:
+        n = pos.shape[1] - model.num_prefix_tokens
+        if math.isqrt(n) ** 2 == n:
+            log.warning("resampling pos_embed %s -> %s", tuple(pos.shape), tuple(want.shape))
+            out["pos_embed"] = resample_abs_pos_embed(
+                pos, new_size=list(model.patch_embed.grid_size),
+                num_prefix_tokens=model.num_prefix_tokens, verbose=False)
+    for key, table in sd.items():
+        if key.endswith("relative_position_bias_table") and key in target \
+                and table.shape != target[key].shape and table.dim() == 2:
+            window = model.get_submodule(key.rsplit(".", 1)[0]).window_size
+            log.warning("resizing %s %s -> %s", key, tuple(table.shape), tuple(target[key].shape))
+            out[key] = resize_rel_pos_bias_table(table, new_window_size=window,
+                                                 new_bias_shape=target[key].shape)
+    return out
+
+
+def _listing(keys: list[str], limit: int = 25) -> str:
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_strict(module: nn.Module, sd: State, source: str, what: str = "backbone") -> None:
+    """load_state_dict(strict=True), with errors that name the file, the keys and the shapes."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: the {what} weights do not match the model "
+            f"({type(module).__name__}): missing keys [{_listing(missing)}]; "
+            f"unexpected keys [{_listing(unexpected)}]")
+    bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in expected.items() if tuple(sd[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"{source}: wrong {what} tensor shapes: {_listing(bad, 10)}")
+    module.load_state_dict(sd, strict=True)
+
+
+def _load_official(arch: str, kwargs: dict, cfg: dict,
+                   path: Path) -> tuple[nn.Module, nn.Module | None, str]:
+    """Convert, check and load an official file; returns (backbone, head or None, sha256)."""
+    fmt = cfg.get("format")
+    if fmt not in CONVERTERS:
+        raise ValueError(f"weights: checkpoint needs `format` in {sorted(CONVERTERS)}, got {fmt!r}")
+    digest = verify_checkpoint(path, cfg.get("sha256"))
+    conv = CONVERTERS[fmt](load_checkpoint_file(path), key=cfg.get("checkpoint_key"))
+    if conv.dropped:
+        log.info("%s: ignored %d training-only keys (%s)", path, len(conv.dropped),
+                 _listing(conv.dropped, 8))
+    try:
+        backbone = _create(arch, {**kwargs, **conv.model_kwargs}, seed=int(cfg.get("seed", 0)))
+    except TypeError as err:
+        if fmt in BEIT_FORMATS:
+            raise ValueError(f"format {fmt!r} maps onto timm's Beit class; use a Beit arch such "
+                             f"as beit_base_patch16_224, not {arch!r}") from err
+        raise
+    if fmt in BEIT_FORMATS and type(backbone).__name__ != "Beit":
+        raise ValueError(f"format {fmt!r} needs a timm Beit arch (e.g. beit_base_patch16_224), "
+                         f"got {arch!r} ({type(backbone).__name__})")
+    load_strict(backbone, _fit_position_tables(conv.backbone, backbone), str(path))
+    head = None
+    if conv.head:
+        head = build_head(conv.head_kind, conv.head)
+        load_strict(head, conv.head, str(path), what="projection head")
+    return backbone, head, digest
+
+
+def build_encoder(model_cfg: dict, checkpoint: Path | None = None) -> Encoder:
+    """Build the frozen encoder described by `model_cfg` (keys in the module docstring)."""
+    cfg = dict(model_cfg)
+    if "arch" not in cfg:
+        raise ValueError("model config needs `arch` (a timm model name)")
+    arch = check_arch(str(cfg["arch"]))
+    weights = cfg.get("weights", "random")
+    if weights not in WEIGHTS:
+        raise ValueError(f"`weights` must be one of {WEIGHTS}, got {weights!r}")
+    kwargs = {**dict(cfg.get("timm_kwargs") or {}), "num_classes": 0}
+    if cfg.get("img_size") is not None:
+        kwargs["img_size"] = int(cfg["img_size"])
+    head, digest = None, None
+    if weights == "checkpoint":
+        path = checkpoint or cfg.get("checkpoint")
+        if not path:
+            raise ValueError(f"{arch}: weights: checkpoint needs a checkpoint path")
+        backbone, head, digest = _load_official(arch, kwargs, cfg, Path(path))
+    elif weights == "timm":
+        backbone = _create(arch, kwargs, pretrained=True)
+    else:
+        backbone = _create(arch, kwargs, seed=int(cfg.get("seed", 0)))
+    mean = tuple(cfg.get("mean") or IMAGENET_MEAN)
+    std = tuple(cfg.get("std") or IMAGENET_STD)
+    info = {"arch": arch, "weights": weights, "format": cfg.get("format"),
+            "checkpoint_sha256": digest, "timm_version": timm.__version__}
+    return Encoder(backbone, head, mean_std=(mean, std), info=info)
