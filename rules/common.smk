@@ -13,7 +13,15 @@ try:
 except C.ConfigError as err:
     sys.exit(f"partaware: {err}")
 
-EXT = C.FORMATS_EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
+# Local runs: extraction jobs declare gpu=1, and the pool holds as many as there are GPUs (at
+# least 1, which on a CPU-only machine runs one extraction at a time), so two jobs never share
+# a GPU. `--resources gpu=N` overrides; cluster runs leave the count to the scheduler.
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    import torch
+
+    workflow.register_resource("gpu", max(1, torch.cuda.device_count()))
+
+EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
 SHARDS = CFG["extract"]["shards"]
 PART_TASKS = ["retrieval", "linear", "attentive", "logistic"]
 # Run-time knobs: passed to jobs but not part of their params, so changing them reruns nothing.

@@ -15,7 +15,7 @@ rule evaluate:
         "results/logs/evaluate/{dataset}/{model}/{task}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{model}/{task}.tsv"
-    threads: 2
+    threads: 1  # small problems: more threads only oversubscribe the cores other jobs use
     resources:
         mem_mb=8000,
         runtime=240,

@@ -85,25 +85,25 @@ def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
 
 
 def _token_batches(store: FeatureStore, batch_size: int, shuffle_seed: int | None = None):
-    """A re-iterable stream of (tokens, labels) batches read from the store; only valid rows."""
+    """A re-iterable stream of (tokens, labels) batches of valid rows, read from the store.
+
+    Shuffling permutes whole batches (a fresh seeded order each epoch), so reads stay
+    sequential and memory stays one batch whatever the dataset size.
+    """
     valid = _valid(store)
     labels = store.read("label")
+    rng = np.random.default_rng(shuffle_seed)
 
     def batches():
-        order = np.arange(store.n_rows)
-        chunk = max(batch_size, 1)
-        starts = list(range(0, store.n_rows, chunk))
+        starts = np.arange(0, store.n_rows, batch_size)
         if shuffle_seed is not None:
-            batches.epoch += 1
-            np.random.default_rng(shuffle_seed + batches.epoch).shuffle(starts)
+            rng.shuffle(starts)
         for lo in starts:
-            hi = min(lo + chunk, store.n_rows)
+            hi = min(lo + batch_size, store.n_rows)
             keep = valid[lo:hi]
-            if not keep.any():
-                continue
-            tokens = torch.from_numpy(store.read("tokens", lo, hi)[keep])
-            yield tokens, torch.from_numpy(labels[order[lo:hi]][keep])
-    batches.epoch = 0
+            if keep.any():
+                yield (torch.from_numpy(store.read("tokens", lo, hi)[keep]),
+                       torch.from_numpy(labels[lo:hi][keep]))
     return batches
 
 
@@ -136,18 +136,34 @@ def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore)
                  skipped=sk1 + sk2, protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")]
 
 
-def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int):
+def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int,
+                 memory_mb: int = 2048):
+    """A re-iterable stream of (features, labels) batches of valid rows.
+
+    A store that fits in `memory_mb` is read once and served from memory (the probe revisits
+    every image many times); a larger one is streamed from disk batch by batch.
+    """
     valid = _valid(store)
+    names = [f"layers/{b}" for b in blocks] + [f"labels/{label_set}"]
+    row_bytes = sum(np.prod(store.info(n)["shape"][1:]) * np.dtype(store.info(n)["dtype"]).itemsize
+                    for n in names)
+    cached = None
+    if row_bytes * store.n_rows <= memory_mb * 2**20:
+        cached = {n: store.read(n)[valid] for n in names}
+
+    def read(lo, hi):
+        if cached is not None:
+            return {n: a[lo:hi] for n, a in cached.items()}
+        keep = valid[lo:hi]
+        return {n: store.read(n, lo, hi)[keep] for n in names}
 
     def batches():
-        for lo in range(0, store.n_rows, batch_size):
-            hi = min(lo + batch_size, store.n_rows)
-            keep = valid[lo:hi]
-            if not keep.any():
-                continue
-            feats = np.concatenate([store.read(f"layers/{b}", lo, hi)[keep] for b in blocks], axis=1)
-            labels = store.read(f"labels/{label_set}", lo, hi)[keep]
-            yield torch.from_numpy(feats), torch.from_numpy(labels)
+        n_rows = int(valid.sum()) if cached is not None else store.n_rows
+        for lo in range(0, n_rows, batch_size):
+            part = read(lo, min(lo + batch_size, n_rows))
+            if len(part[names[-1]]):
+                feats = np.concatenate([part[n] for n in names[:-1]], axis=1)
+                yield torch.from_numpy(feats), torch.from_numpy(part[names[-1]])
     return batches
 
 

@@ -1,0 +1,83 @@
+# Figures from the cache and the table: retrieval grids, feature maps, the summary plot.
+# Every figure is tagged for `snakemake --report results/report.html`.
+from partaware.figures import figure_settings
+
+
+def figure_spec(dataset):
+    """The dataset's job spec plus its resolved `figures:` settings (a change redraws it)."""
+    out = json.loads(spec(dataset=dataset))
+    out["figures"] = figure_settings(CFG, dataset)
+    return json.dumps(out, sort_keys=True)
+
+
+def demo_root(wildcards):
+    """A generated dataset's folder (the images the figures show), so it is made first."""
+    return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
+
+
+def figure_split(dataset):
+    """The segmentation split whose images are shown: the evaluated one (val)."""
+    return C.seg_splits(CFG["datasets"][dataset])[-1]
+
+
+def figure_targets():
+    """Every figure of the configured datasets, and the summary of the table."""
+    out = []
+    for dataset, ds in CFG["datasets"].items():
+        if is_seg(dataset):
+            out.append(f"results/figures/{dataset}/feature_maps.png")
+        elif "retrieval" in ds["tasks"]:
+            out.append(f"results/figures/{dataset}/retrieval_grid.png")
+    return out + ["results/figures/summary.png"]
+
+
+rule retrieval_grid:
+    input:
+        images=demo_root,
+        index="results/index/{dataset}/all.parquet",
+        stores=lambda wc: [store_path(wc.dataset, m, "all") for m in CFG["models"]],
+    output:
+        report("results/figures/{dataset}/retrieval_grid.png", caption="../workflow/report/retrieval_grid.rst",
+               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "retrieval grid"}),
+    params:
+        spec=lambda wc: figure_spec(wc.dataset),
+        models=" ".join(CFG["models"]),
+    log:
+        "results/logs/figures/{dataset}/retrieval_grid.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "partaware figure-grid --spec {params.spec:q} --dataset {wildcards.dataset} --index {input.index:q} "
+        "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
+
+
+rule feature_maps:
+    input:
+        images=demo_root,
+        stores=lambda wc: [store_path(wc.dataset, m, figure_split(wc.dataset)) for m in CFG["models"]],
+    output:
+        report("results/figures/{dataset}/feature_maps.png", caption="../workflow/report/feature_maps.rst",
+               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "feature maps"}),
+    params:
+        spec=lambda wc: figure_spec(wc.dataset),
+        models=" ".join(CFG["models"]),
+        split=lambda wc: figure_split(wc.dataset),
+    log:
+        "results/logs/figures/{dataset}/feature_maps.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "partaware figure-maps --spec {params.spec:q} --dataset {wildcards.dataset} --split {params.split} "
+        "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
+
+
+rule summary_plot:
+    input:
+        "results/table.csv",
+    output:
+        report("results/figures/summary.png", caption="../workflow/report/summary.rst",
+               category="Results", labels={"figure": "summary"}),
+    log:
+        "results/logs/figures/summary.log",
+    shell:
+        "partaware figure-summary --table {input:q} --out {output:q} > {log:q} 2>&1"

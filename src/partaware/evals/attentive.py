@@ -1,0 +1,142 @@
+"""The attentive probe of the CAE protocol as the paper's released code builds it (PROTOCOL 4).
+
+One learned query token cross-attends over all final tokens (CLS + patches):
+
+    q = LN_q(query) W_q^T + b_q,   k = LN_k(x) W_k^T,   v = LN_v(x) W_v^T + b_v   (LN eps 1e-6)
+    z = proj(concat_h softmax(q_h k_h^T / sqrt(d_h)) v_h)       (no residual, no MLP)
+    logits = head(BN(z)),  BN = BatchNorm1d(affine=False) on the batch's own statistics,
+                                 in training and at test time alike (released code)
+
+Init as released: query and q/k/v/proj weights trunc-normal(std 0.02, cut at +-2 absolute as
+timm's helper does), biases 0, head N(0, 0.01). The forward folds the single query into W_k
+(scores = LN_k(x) @ (W_k,h^T q_h)) and pools LN_v(x) before W_v (the attention weights sum to
+one): the same function at a fraction of the cost, with no (B, T, D) x (D, D) products.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .metrics import pick_device
+from .probes import cosine_lr, summarise_history
+
+Batches = Callable[[], Iterable[tuple]]
+
+
+def batch_stat_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """BatchNorm1d(affine=False) with batch statistics (biased variance); a batch of one
+    normalises to zeros instead of raising."""
+    mean = x.mean(dim=0, keepdim=True)
+    var = x.var(dim=0, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+class AttentiveHead(nn.Module):
+    """tokens (B, T, dim) -> logits (B, num_classes)."""
+
+    def __init__(self, dim: int, num_classes: int, num_heads: int = 12, generator=None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        self.norm_q = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_k = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_v = nn.LayerNorm(dim, eps=1e-6)
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, num_classes)
+        with torch.no_grad():
+            for w in (self.query, self.q.weight, self.k.weight, self.v.weight, self.proj.weight):
+                nn.init.trunc_normal_(w, std=0.02, generator=generator)
+            self.proj.bias.zero_()
+            self.head.weight.normal_(0.0, 0.01, generator=generator)
+            self.head.bias.zero_()
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The cross-attention output z (B, dim), before the batch norm."""
+        h, dh = self.num_heads, self.head_dim
+        q = F.linear(self.norm_q(self.query[0, 0]), self.q.weight, self.q_bias)  # (dim,)
+        q = q.view(h, dh) * dh**-0.5
+        u = torch.einsum("hd,hde->he", q, self.k.weight.view(h, dh, -1))  # W_k,h^T q_h
+        attn = (self.norm_k(tokens) @ u.T).softmax(dim=1)  # (B, T, H), over tokens
+        pooled = torch.einsum("bth,bte->bhe", attn, self.norm_v(tokens))  # (B, H, dim)
+        out = torch.einsum("bhe,hde->bhd", pooled, self.v.weight.view(h, dh, -1))
+        out = out + self.v_bias.view(h, dh)
+        return self.proj(out.reshape(tokens.shape[0], -1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(batch_stat_norm(self.pooled(tokens)))
+
+
+def array_batches(x, y, batch_size: int, shuffle: bool = False, seed: int = 0) -> Batches:
+    """A `Batches` callable over in-memory arrays; with shuffle, each call (epoch) draws the
+    next permutation of one seeded generator, so a run repeats exactly for a seed."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches():
+        order = torch.randperm(len(x), generator=gen).numpy() if shuffle else np.arange(len(x))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            yield x[idx], y[idx]
+
+    return batches
+
+
+def _tensor(a, dev) -> torch.Tensor:
+    return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).to(dev, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate_attentive(model: AttentiveHead, test_batches: Batches, device=None) -> float:
+    """Top-1 over the test batches; each batch is normalised with its own statistics."""
+    dev = pick_device(device)
+    model.eval()
+    correct = total = 0
+    for tokens, labels in test_batches():
+        logits = model(_tensor(tokens, dev).float())
+        correct += int((logits.argmax(1) == _tensor(labels, dev).long()).sum())
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: int, dim: int,
+                    epochs: int = 90, lr: float | None = None, batch_size: int | None = None,
+                    momentum: float = 0.9, weight_decay: float = 0.0, num_heads: int = 12,
+                    seed: int = 0, device=None) -> dict:
+    """Train an `AttentiveHead` with SGD, cosine decay per epoch, test top-1 after every epoch.
+
+    `train_batches()` / `test_batches()` are called once per epoch and yield (tokens (B, T, D),
+    labels (B,)) as numpy or torch, fp16 allowed (upcast on the device), so cached tokens are
+    streamed and never need to fit in memory; shuffling is theirs to do (see `array_batches`).
+    lr defaults to 0.01 * B / 256 (0.04 at 1024), B = `batch_size` (only used for this), else
+    the size of the first training batch.
+    Returns {"best_acc", "best_epoch" (1-based), "last_acc", "history"}.
+    """
+    dev = pick_device(device)
+    model = AttentiveHead(dim, num_classes, num_heads, generator=torch.Generator().manual_seed(seed))
+    model.to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=momentum, weight_decay=weight_decay)
+    base_lr = lr if lr is not None else (None if batch_size is None else 0.01 * batch_size / 256)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        for tokens, labels in train_batches():
+            if base_lr is None:
+                base_lr = 0.01 * len(labels) / 256
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(base_lr, epoch, epochs)
+            loss = F.cross_entropy(model(_tensor(tokens, dev).float()), _tensor(labels, dev).long())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        history.append(evaluate_attentive(model, test_batches, dev))
+    return summarise_history(history)

@@ -1,0 +1,66 @@
+"""Linear and logistic probes: learn separable data, stay at chance on shuffled labels,
+repeat exactly for a seed."""
+import numpy as np
+import pytest
+import torch
+
+from partaware.evals.probes import cosine_lr, train_linear, train_logistic
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra intra-op threads only add contention overhead on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs(seed, n, dim=32, classes=4, sep=4.0):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(123).standard_normal((classes, dim)) * sep
+    y = rng.integers(0, classes, n)
+    return (centres[y] + rng.standard_normal((n, dim))).astype(np.float32), y
+
+
+def test_cosine_schedule():
+    assert cosine_lr(0.4, 0, 90) == pytest.approx(0.4)
+    assert cosine_lr(0.4, 45, 90) == pytest.approx(0.2)
+    assert cosine_lr(0.4, 89, 90) > 0
+
+
+def test_linear_probe_learns_separable_data():
+    xtr, ytr = blobs(0, 400)
+    xte, yte = blobs(1, 200)
+    out = train_linear(xtr, ytr, xte, yte, 4, epochs=8, batch_size=64, device="cpu")
+    assert out["best_acc"] >= 0.98 and out["last_acc"] >= 0.98
+    assert len(out["history"]) == 8 and 1 <= out["best_epoch"] <= 8
+    assert out["best_acc"] == max(out["history"])
+
+
+def test_linear_probe_chance_on_shuffled_labels():
+    rng = np.random.default_rng(5)
+    xtr, _ = blobs(0, 400)
+    xte, _ = blobs(1, 400)
+    out = train_linear(xtr, rng.integers(0, 4, 400), xte, rng.integers(0, 4, 400), 4,
+                       epochs=5, batch_size=64, device="cpu")
+    assert out["last_acc"] < 0.35 and out["best_acc"] < 0.4
+
+
+def test_linear_probe_is_deterministic_and_takes_fp16_tensors():
+    xtr, ytr = blobs(0, 300, sep=0.5)
+    xte, yte = blobs(1, 100, sep=0.5)
+    a = train_linear(torch.from_numpy(xtr).half(), ytr, xte, yte, 4, epochs=3, batch_size=32, seed=3, device="cpu")
+    b = train_linear(torch.from_numpy(xtr).half(), ytr, xte, yte, 4, epochs=3, batch_size=32, seed=3, device="cpu")
+    assert a == b
+
+
+def test_logistic_probe():
+    xtr, ytr = blobs(0, 300)
+    xte, yte = blobs(1, 100)
+    out = train_logistic(xtr, ytr, xte, yte, Cs=(0.01, 1.0))
+    assert out["acc"] >= 0.98 and out["C"] in (0.01, 1.0) and set(out["val_acc"]) == {0.01, 1.0}
+    assert train_logistic(xtr, ytr, xte, yte, Cs=(0.01, 1.0)) == out
+    rng = np.random.default_rng(2)
+    shuffled = train_logistic(xtr, rng.integers(0, 4, 300), xte, rng.integers(0, 4, 100), Cs=(0.01,))
+    assert shuffled["acc"] < 0.45
