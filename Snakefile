@@ -12,6 +12,10 @@ include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 localrules:
@@ -20,10 +24,12 @@ localrules:
     part_index,
     gather_shards,
     table,
+    summary_plot,
 
 
 rule all:
     input:
         "results/table.csv",
         "results/table.md",
+        figure_targets(),
     default_target: True

@@ -1,12 +1,12 @@
 # Figures from the cache and the table: retrieval grids, feature maps, the summary plot.
 # Every figure is tagged for `snakemake --report results/report.html`.
-from partaware.figures import figure_settings
+from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 
 
-def figure_spec(dataset):
-    """The dataset's job spec plus its resolved `figures:` settings (a change redraws it)."""
+def figure_spec(dataset, keys):
+    """The dataset's job spec plus the `figures:` settings this figure uses (a change redraws it)."""
     out = json.loads(spec(dataset=dataset))
-    out["figures"] = figure_settings(CFG, dataset)
+    out["figures"] = figure_settings(CFG, dataset, keys)
     return json.dumps(out, sort_keys=True)
 
 
@@ -40,7 +40,7 @@ rule retrieval_grid:
         report("results/figures/{dataset}/retrieval_grid.png", caption="../workflow/report/retrieval_grid.rst",
                category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "retrieval grid"}),
     params:
-        spec=lambda wc: figure_spec(wc.dataset),
+        spec=lambda wc: figure_spec(wc.dataset, GRID_KEYS),
         models=" ".join(CFG["models"]),
     log:
         "results/logs/figures/{dataset}/retrieval_grid.log",
@@ -59,7 +59,7 @@ rule feature_maps:
         report("results/figures/{dataset}/feature_maps.png", caption="../workflow/report/feature_maps.rst",
                category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "feature maps"}),
     params:
-        spec=lambda wc: figure_spec(wc.dataset),
+        spec=lambda wc: figure_spec(wc.dataset, MAPS_KEYS),
         models=" ".join(CFG["models"]),
         split=lambda wc: figure_split(wc.dataset),
     log:

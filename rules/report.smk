@@ -5,8 +5,10 @@ rule table:
     input:
         eval_targets(),
     output:
-        csv="results/table.csv",
-        md="results/table.md",
+        csv=report("results/table.csv", caption="../workflow/report/table.rst", category="Results",
+                   labels={"figure": "table (tidy CSV)"}),
+        md=report("results/table.md", caption="../workflow/report/table.rst", category="Results",
+                  labels={"figure": "table"}),
     log:
         "results/logs/table.log",
     shell:

@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", type=int, default=0, help="print this many sample rows")
     s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")
     s.set_defaults(fn=cmd_inspect)
+    from .cli_figures import add_figure_commands
+
+    add_figure_commands(sub)
     return p
 
 

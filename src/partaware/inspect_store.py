@@ -1,7 +1,7 @@
 """`partaware inspect`: what a cached store holds, and a check that it is sound."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +37,12 @@ def describe(store) -> str:
     return "\n".join(lines)
 
 
+def _batch_rows(shape: tuple) -> int:
+    """Rows per read so one float64 copy of a batch stays near 32 MB (token and map arrays
+    hold thousands of values per row)."""
+    return max(1, 2**22 // max(1, int(np.prod(shape[1:], dtype=np.int64))))
+
+
 def verify(store) -> list[str]:
     """Problems found: non-finite features, row counts that disagree, labels out of range."""
     problems = []
@@ -45,7 +51,8 @@ def verify(store) -> list[str]:
         if info["shape"][0] != store.n_rows:
             problems.append(f"{name}: {info['shape'][0]} rows, the store declares {store.n_rows}")
         if info["dtype"].startswith("float"):
-            bad = sum(int((~np.isfinite(b[name])).sum()) for b in store.iter_batches([name], 1024))
+            batches = store.iter_batches([name], _batch_rows(info["shape"]))
+            bad = sum(int((~np.isfinite(b[name])).sum()) for b in batches)
             if bad:
                 problems.append(f"{name}: {bad} non-finite values")
     if "label" in store.array_names():
@@ -59,29 +66,83 @@ def verify(store) -> list[str]:
     return problems
 
 
-def sample_rows(store, n: int) -> str:
+def find_index(path, attrs: dict | None = None) -> Path | None:
+    """The part index a store joins, by the layout results/features/{dataset}/{model}/{split}.<ext>
+    -> results/index/{dataset}/{split}.parquet (shards and manifests share their split's index)."""
+    path = Path(path).absolute()
+    attrs = attrs or {}
+    split = path.name.split(".")[0]
+    for dataset in dict.fromkeys([path.parent.parent.name, attrs.get("dataset")]):
+        if dataset and len(path.parents) > 3:
+            candidate = path.parents[3] / "index" / str(dataset) / f"{split}.parquet"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _short(image_path: str) -> str:
+    return "/".join(Path(image_path).parts[-2:])
+
+
+def sample_rows(store, n: int, index_path: Path | None = None) -> str:
+    """The first `n` rows: row, label, valid, and, joined on `row` through the part index, the
+    part, the box and the image it was cut from."""
+    import pandas as pd
+
     names = [k for k in ("row", "label", "valid") if k in store.array_names()]
-    data = {k: store.read(k, 0, n) for k in names}
-    lines = ["  " + "  ".join(f"{k:>8}" for k in names)]
-    for i in range(len(data[names[0]]) if names else 0):
-        lines.append("  " + "  ".join(f"{data[k][i]:>8}" for k in names))
+    n = min(n, store.n_rows)
+    table = pd.DataFrame({k: store.read(k, 0, n) for k in names})
+    for feat in ("mean", "cls"):
+        if feat in store.array_names():
+            table[f"|{feat}|"] = np.linalg.norm(store.read(feat, 0, n).astype(np.float32), axis=1).round(2)
+            break
+    lines = []
+    if index_path is not None and "row" in table:
+        index = pd.read_parquet(index_path)
+        lines.append(f"  part index: {index_path} ({len(index)} rows)")
+        if len(index) != store.n_rows:
+            lines.append(f"  WARNING: the index has {len(index)} rows, the store {store.n_rows}; "
+                         "one of them is stale")
+        joined = index.set_index("row").reindex(table["row"])
+        table["part"] = joined["part_name"].to_numpy()
+        table["box"] = [f"({x0},{y0},{x1},{y1})" if pd.notna(x0) else "?" for x0, y0, x1, y1 in
+                        joined[["x0", "y0", "x1", "y1"]].itertuples(index=False)]
+        table["image"] = [_short(p) if isinstance(p, str) else "?" for p in joined["image_path"]]
+        if "label" in table and (joined["label"].to_numpy() != table["label"].to_numpy()).any():
+            lines.append("  WARNING: store labels differ from the index's; the store is stale")
+    elif "row" in table and "label" in table:
+        lines.append("  (no part index found beside the store; rows shown without their parts)")
+    lines += ["  " + line for line in table.to_string(index=False).splitlines()]
     return "\n".join(lines)
 
 
+def _vector_axis(shape: tuple) -> int:
+    """The axis that holds one feature vector: channels of (N, D, h, w) maps, else the last."""
+    return 1 if len(shape) == 4 else -1
+
+
 def stats(store) -> str:
-    lines = [f"  {'array':<16}{'mean':>12}{'mean L2 norm':>14}{'NaN':>8}"]
+    """Per float array: mean value, mean L2 norm of its feature vectors, NaN and Inf counts."""
+    lines = [f"  {'array':<16}{'mean':>12}{'mean L2 norm':>14}{'NaN':>10}{'Inf':>10}"]
     for name in store.array_names():
-        if not store.info(name)["dtype"].startswith("float"):
+        info = store.info(name)
+        if not info["dtype"].startswith("float"):
             continue
-        total, sq_norms, nans, count = 0.0, 0.0, 0, 0
-        for batch in store.iter_batches([name], 512):
-            x = batch[name].astype(np.float64).reshape(len(batch[name]), -1)
+        batch = _batch_rows(info["shape"])
+        total, count, norm_sum, vectors, nans, infs = 0.0, 0, 0.0, 0, 0, 0
+        for b in store.iter_batches([name], batch):
+            x = b[name].astype(np.float64)
             nans += int(np.isnan(x).sum())
-            total += float(np.nansum(x))
-            sq_norms += float(np.sqrt(np.nansum(x * x, axis=1)).sum())
-            count += x.size
-        rows = max(store.n_rows, 1)
-        lines.append(f"  {name:<16}{total / max(count, 1):>12.4f}{sq_norms / rows:>14.4f}{nans:>8}")
+            infs += int(np.isinf(x).sum())
+            finite = np.isfinite(x)
+            total += float(x[finite].sum())
+            count += int(finite.sum())
+            norms = np.sqrt(np.where(finite, x * x, 0).sum(axis=_vector_axis(x.shape)))
+            norm_sum += float(norms.sum())
+            vectors += norms.size
+        mean = total / count if count else float("nan")
+        norm = norm_sum / vectors if vectors else float("nan")
+        lines.append(f"  {name:<16}{mean:>12.4f}{norm:>14.4f}{nans:>10}{infs:>10}")
     return "\n".join(lines)
 
 
@@ -94,7 +155,7 @@ def inspect(path, check: bool = False, rows: int = 0, show_stats: bool = False) 
     with store:
         print(describe(store))
         if rows:
-            print(sample_rows(store, rows))
+            print(sample_rows(store, rows, find_index(path, store.attrs)))
         if show_stats:
             print(stats(store))
         if check:

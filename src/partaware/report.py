@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .paper import attach_paper
+
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
 
 
@@ -13,15 +15,25 @@ def gather(inputs: list[Path]) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in inputs if Path(p).stat().st_size > 0]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     sort = [c for c in ["dataset", "task", "label_set", "model", "feature", "metric", "seed"] if c in table]
-    return table.sort_values(sort, kind="stable").reset_index(drop=True)
+    table = table.sort_values(sort, kind="stable").reset_index(drop=True)
+    table["paper"] = attach_paper(table)  # the reported value, empty in the CSV where none
+    return table
+
+
+def _cell(mean: float, std: float, count: int, paper: float) -> str:
+    text = f"{mean:.1f}" if count < 2 else f"{mean:.1f} ± {std:.1f}"
+    if pd.notna(paper):
+        text += f" (paper {paper:.1f}, {mean - paper:+.1f})"
+    return text
 
 
 def pivot(table: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement, one column per model; several seeds show as mean ± std."""
-    grouped = table.groupby(KEYS + ["model"], dropna=False, sort=False)["value"]
-    cell = grouped.agg(["mean", "std", "count"]).reset_index()
-    cell["text"] = [f"{m:.1f}" if c < 2 else f"{m:.1f} ± {s:.1f}"
-                    for m, s, c in zip(cell["mean"], cell["std"], cell["count"])]
+    if "paper" not in table:
+        table = table.assign(paper=attach_paper(table))
+    grouped = table.groupby(KEYS + ["model"], dropna=False, sort=False)
+    cell = grouped["value"].agg(["mean", "std", "count"]).join(grouped["paper"].first()).reset_index()
+    cell["text"] = [_cell(*v) for v in zip(cell["mean"], cell["std"], cell["count"], cell["paper"])]
     wide = cell.pivot_table(index=KEYS, columns="model", values="text", aggfunc="first", sort=False)
     return wide.reset_index()
 
@@ -44,7 +56,10 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
     table = gather(inputs)
     header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
-              "random-initialised (pipeline demo), not pretrained encoders.\n\n")
+              "random-initialised (pipeline demo), not pretrained encoders. `(paper X, ±d)`: the value "
+              "Zhu et al. report for that model and measurement, and ours minus theirs (only where "
+              "the model and dataset names are those of configs/paper.yaml; check the protocol "
+              "column, e.g. our segmentation probe uses one cached view).\n\n")
     _atomic_write(md_path, header + to_markdown(pivot(table)))
     _atomic_write(csv_path, table.to_csv(index=False))
     return table

@@ -1,0 +1,79 @@
+"""`partaware figure-grid | figure-maps | figure-summary`: the figure jobs of rules/figures.smk.
+
+Kept apart from cli.py so the figure commands can change without touching the core CLI;
+`cli.build_parser` calls `add_figure_commands(sub)`. Like the other jobs, rules pass the config
+a figure depends on as `--spec` JSON (its `figures` key holds `figures.figure_settings`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _settings(args) -> tuple[dict, dict]:
+    from .figures import figure_settings
+
+    spec = json.loads(args.spec)
+    return spec, {**figure_settings({}), **(spec.get("figures") or {})}
+
+
+def _models(args) -> list[str]:
+    """Row/column names: --models, else each store's model folder (results/features/D/M/...)."""
+    if args.models:
+        if len(args.models) != len(args.stores):
+            raise ValueError(f"--models names {len(args.models)} models for {len(args.stores)} stores")
+        return list(args.models)
+    return [Path(p).parent.name for p in args.stores]
+
+
+def cmd_figure_grid(args):
+    from .figures.retrieval_grid import retrieval_grid
+
+    _, fs = _settings(args)
+    res = retrieval_grid(args.index, dict(zip(_models(args), args.stores)), args.out, k=fs["k"],
+                         n_queries=fs["n_queries"], queries=fs["queries"], seed=fs["seed"],
+                         tile=fs["tile"], features=fs["features"], title=f"{args.dataset}: retrieval")
+    print(f"{args.out}: {len(res['queries'])} queries (rows {res['queries']}), {len(res['rows'])} grid rows")
+
+
+def cmd_figure_maps(args):
+    from . import config as C
+    from .figures.feature_maps import feature_maps
+
+    spec, fs = _settings(args)
+    ds = spec["datasets"][args.dataset]
+    split = args.split or C.seg_splits(ds)[-1]
+    res = feature_maps(ds["root"], split, {k: v["dir"] for k, v in ds["label_sets"].items()},
+                       dict(zip(_models(args), args.stores)), args.out, size=ds["size"],
+                       blocks=ds.get("blocks"), n_images=fs["n_images"], seed=fs["seed"], cell=fs["cell"])
+    print(f"{args.out}: images {res['rows']} of {split}, arrays {res['arrays']}")
+
+
+def cmd_figure_summary(args):
+    from .figures.summary import summary_plot
+
+    data = summary_plot(args.table, args.out)
+    print(f"{args.out}: {len(data)} bars, {int(data['paper'].notna().sum())} with a paper value")
+
+
+def add_figure_commands(sub) -> None:
+    """Register the figure subcommands on the `partaware` subparsers."""
+    def figure(name, fn, help):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", required=True, help="JSON config subset this figure depends on")
+        s.add_argument("--dataset", required=True)
+        s.add_argument("--out", required=True, help="the PNG to write")
+        s.add_argument("--models", nargs="+", default=None,
+                       help="names of the stores' models (default: each store's parent folder)")
+        s.add_argument("stores", nargs="+", help="one store (or .shards.json) per model, in row order")
+        s.set_defaults(fn=fn)
+        return s
+
+    s = figure("figure-grid", cmd_figure_grid, "retrieval grid: query patches and their nearest neighbours")
+    s.add_argument("--index", required=True, help="the part index of the stores (results/index/D/all.parquet)")
+    s = figure("figure-maps", cmd_figure_maps, "PCA of a block's token maps beside image and part labels")
+    s.add_argument("--split", default=None, help="default: the dataset's last split (val)")
+    s = sub.add_parser("figure-summary", help="bar charts of results/table.csv with the paper's values")
+    s.add_argument("--table", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_figure_summary)

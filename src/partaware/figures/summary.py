@@ -1,0 +1,121 @@
+"""The table as bar charts: retrieval AP, part accuracy and segmentation mIoU per encoder.
+
+One panel per (dataset, metric family); inside it one group of bars per task and feature
+(retrieval: mean / cls / proj; accuracy: linear / attentive / logistic; mIoU: the label sets),
+one bar per model (mean over seeds, with their spread). Where the paper reports a value for the
+same measurement (`paper.py`), a black tick marks it on the bar.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..paper import MODELS as PAPER_MODELS
+from ..paper import attach_paper
+
+# (task, metric) shown, their family (one panel per dataset and family) and the group label
+HEADLINE = {
+    ("retrieval", "AP"): ("retrieval AP (%)", "{feature}"),
+    ("linear", "top1_best_epoch"): ("part accuracy (%)", "linear"),
+    ("attentive", "top1_best_epoch"): ("part accuracy (%)", "attentive"),
+    ("logistic", "top1"): ("part accuracy (%)", "logistic"),
+    ("segmentation", "mIoU"): ("segmentation mIoU (%)", "{label_set}"),
+}
+PANEL_W, PANEL_H, DPI, MAX_COLS = 480, 360, 100, 3
+
+
+def summary_data(table: pd.DataFrame) -> pd.DataFrame:
+    """The plotted numbers: dataset, family, group, model, value (mean over seeds), std, paper."""
+    cols = ["dataset", "family", "group", "model", "value", "std", "paper"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    table = table.copy()
+    if "label_set" not in table:
+        table["label_set"] = "part"
+    table["label_set"] = table["label_set"].fillna("part")
+    if "paper" not in table:
+        table["paper"] = attach_paper(table)
+    picked = []
+    for (task, metric), (family, group) in HEADLINE.items():
+        part = table[(table["task"] == task) & (table["metric"] == metric)].copy()
+        if part.empty:
+            continue
+        part["family"] = family
+        part["group"] = [group.format(feature=f, label_set=s) for f, s in zip(part["feature"], part["label_set"])]
+        picked.append(part)
+    if not picked:
+        return pd.DataFrame(columns=cols)
+    rows = pd.concat(picked, ignore_index=True)
+    g = rows.groupby(["dataset", "family", "group", "model"], sort=False)
+    out = g["value"].agg(["mean", "std"]).join(g["paper"].first()).reset_index()
+    return out.rename(columns={"mean": "value"})[cols]
+
+
+def _model_order(models) -> list[str]:
+    rank = {m: i for i, m in enumerate(PAPER_MODELS)}
+    return sorted(set(models), key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def figure_size(n_panels: int) -> tuple[int, int]:
+    """Pixel size of the summary for `n_panels` panels (at least one)."""
+    cols = min(MAX_COLS, max(n_panels, 1))
+    return cols * PANEL_W, math.ceil(max(n_panels, 1) / cols) * PANEL_H
+
+
+def summary_plot(table_csv, out) -> pd.DataFrame:
+    """Draw `results/figures/summary.png` from `results/table.csv`; returns the plotted data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    path = Path(table_csv)
+    table = pd.read_csv(path) if path.stat().st_size > 0 else pd.DataFrame()
+    data = summary_data(table)
+    panels = list(data.groupby(["dataset", "family"], sort=False)) if len(data) else []
+    width, height = figure_size(len(panels))
+    cols = min(MAX_COLS, max(len(panels), 1))
+    fig, axes = plt.subplots(math.ceil(max(len(panels), 1) / cols), cols, squeeze=False,
+                             figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    models = _model_order(data["model"])
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no results in the table yet", ha="center", va="center")
+    for ax, ((dataset, family), d) in zip(axes.ravel(), panels):
+        groups = sorted(dict.fromkeys(d["group"]), key=lambda g: g != "part")  # part first
+        w = 0.8 / max(d.groupby("group")["model"].nunique().max(), 1)
+        for gi, group in enumerate(groups):
+            cells = d[d["group"] == group].set_index("model")
+            present = [m for m in models if m in cells.index]
+            for mi, model in enumerate(present):  # the group's bars, centred on its tick
+                rec = cells.loc[model]
+                x = gi + w * (mi - (len(present) - 1) / 2)
+                err = rec["std"] if pd.notna(rec["std"]) else None
+                ax.bar(x, rec["value"], w * 0.9, color=colours[model], yerr=err, capsize=2)
+                if pd.notna(rec["paper"]):
+                    ax.hlines(rec["paper"], x - w * 0.45, x + w * 0.45, colors="black", linewidth=2.5)
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(f"{dataset}: {family}", fontsize=10)
+        top = np.nanmax(np.r_[d["value"].to_numpy(float), d["paper"].to_numpy(float)])
+        ax.set_ylim(0, min(100, max(10, top * 1.12)) if np.isfinite(top) else 100)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=colours[m], label=m) for m in models]
+    if data["paper"].notna().any():
+        handles.append(Line2D([], [], color="black", linewidth=2.5, label="paper (Zhu et al.)"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=DPI)
+    plt.close(fig)
+    tmp.replace(out)
+    return data

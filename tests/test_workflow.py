@@ -1,0 +1,112 @@
+"""End to end: the Snakemake workflow on a tiny config, and its incremental behaviour."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, config: dict, *args, check=True):
+    cfg_path = workdir / "config.test.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(cfg_path), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
+    """Rule -> job count of a dry run (what a real run would execute)."""
+    out = snakemake(workdir, config, "-n").stdout
+    counts, in_stats = {}, False
+    for line in out.splitlines():
+        if line.startswith("Job stats"):
+            in_stats = True
+            continue
+        parts = line.split()
+        if in_stats and len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "all"):
+            counts[parts[0]] = int(parts[1])
+        elif in_stats and parts and parts[0] == "total":
+            break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, TINY)  # the default target: the table and every figure
+    return workdir
+
+
+@pytest.mark.slow
+def test_figures_are_drawn(finished_run):
+    for name in ("demo_parts/retrieval_grid.png", "demo_seg/feature_maps.png", "summary.png"):
+        assert (finished_run / "results" / "figures" / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_table_has_every_measurement(finished_run):
+    table = pd.read_csv(finished_run / "results" / "table.csv")
+    expected_cols = {"dataset", "task", "model", "feature", "metric", "value", "n", "seed"}
+    assert expected_cols <= set(table.columns)
+    assert set(table["task"]) == {"retrieval", "linear", "attentive", "logistic", "segmentation"}
+    assert set(table.loc[table.task == "segmentation", "label_set"]) == {"part", "object"}
+    assert set(table.loc[table.task == "retrieval", "metric"]) == {"AP", "mAP"}
+    assert set(table.loc[table.task == "linear", "seed"]) == {0, 1}
+    assert table["value"].between(0, 100).all()
+    assert (table["weights"] == "random").all()
+    md = (finished_run / "results" / "table.md").read_text()
+    assert "tiny_a" in md and "random-initialised" in md
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_finished_run(finished_run):
+    assert planned_jobs(finished_run, TINY) == {}
+
+
+@pytest.mark.slow
+def test_probe_change_reruns_the_probe_not_extraction(finished_run):
+    changed = copy.deepcopy(TINY)
+    changed["linear"]["epochs"] = 6
+    assert planned_jobs(finished_run, changed) == {"evaluate": 1, "table": 1, "summary_plot": 1}
+
+
+@pytest.mark.slow
+def test_added_model_runs_only_its_jobs(finished_run):
+    added = copy.deepcopy(TINY)
+    added["models"]["tiny_b"] = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 2}
+    jobs = planned_jobs(finished_run, added)
+    # 3 part splits + 2 segmentation splits; 4 part tasks + segmentation; the table; the figures
+    # that show every model
+    assert jobs == {"extract": 5, "evaluate": 5, "table": 1, "summary_plot": 1,
+                    "retrieval_grid": 1, "feature_maps": 1}
+
+
+@pytest.mark.slow
+def test_inspect_shows_and_verifies_the_cache(finished_run):
+    store = finished_run / "results" / "features" / "demo_parts" / "tiny_a" / "all.zarr"
+    out = subprocess.run([str(BIN / "partaware"), "inspect", str(store), "--verify"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for word in ("cls", "mean", "float16", "timm_version", "config_hash", "complete: True", "verify: OK"):
+        assert word in out.stdout
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    bad = copy.deepcopy(TINY)
+    bad["linear"]["epochs"] = "ninety"
+    result = snakemake(tmp_path, bad, "results/table.csv", check=False)
+    assert result.returncode != 0
+    assert "linear.epochs" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
