@@ -135,3 +135,27 @@ def test_unknown_part_name_is_an_error(tmp_path):
     scipy.io.savemat(bad, {"anno": anno})
     with pytest.raises(DataError, match=r"bad\.mat.*'wing_99'.*'bird'"):
         pascal_part_maps(bad)
+
+
+def test_convert_command_line(tmp_path):
+    """`partaware convert-pascal-part` writes the folders the segfolder adapter reads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = REAL / "examples"
+    if not examples.exists():
+        import pytest
+        pytest.skip("real Pascal-Part samples absent")
+    ids = sorted(p.stem for p in examples.glob("*.mat"))
+    (tmp_path / "train.txt").write_text("\n".join(ids[:6]))
+    (tmp_path / "val.txt").write_text("\n".join(ids[6:]))
+    out = tmp_path / "pascal_part"
+    exe = Path(sys.executable).parent / "partaware"
+    res = subprocess.run([str(exe), "convert-pascal-part", "--annotations", str(examples), "--images", str(examples),
+                          "--out", str(out), "--split", f"train={tmp_path / 'train.txt'}",
+                          "--split", f"val={tmp_path / 'val.txt'}"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    from partaware.data.segfolder import list_samples
+    samples = list_samples(out, "val", {"part": "ann", "object": "ann_object"})
+    assert [s["id"] for s in samples] == ids[6:]

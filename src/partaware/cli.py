@@ -140,6 +140,19 @@ def cmd_table(args):
     write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md))
 
 
+def cmd_convert_pascal_part(args):
+    from .data.pascal_part import convert_pascal_part
+
+    split_ids = {}
+    for item in args.split:
+        name, _, path = item.partition("=")
+        if not path:
+            raise ValueError(f"--split {item!r}: expected NAME=FILE, e.g. train=ImageSets/Main/train.txt")
+        split_ids[name] = [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+    counts = convert_pascal_part(args.annotations, args.images, args.out, split_ids)
+    print(", ".join(f"{k}: {v} images" for k, v in counts.items()))
+
+
 def cmd_inspect(args):
     from .inspect_store import inspect
 
@@ -193,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--md", required=True)
     s.add_argument("inputs", nargs="+")
     s.set_defaults(fn=cmd_table)
+    s = sub.add_parser("convert-pascal-part", help="raw Pascal-Part .mat + VOC JPEGs -> 193-part / 16-object folders")
+    s.add_argument("--annotations", required=True, help="the Annotations_Part folder of .mat files")
+    s.add_argument("--images", required=True, help="VOC2010 JPEGImages folder")
+    s.add_argument("--out", required=True, help="output root (img/, ann/, ann_object/)")
+    s.add_argument("--split", action="append", required=True, help="NAME=FILE of image ids, e.g. train=train.txt")
+    s.set_defaults(fn=cmd_convert_pascal_part)
     s = sub.add_parser("inspect", help="show what a cached store holds; --verify checks it")
     s.add_argument("store")
     s.add_argument("--verify", action="store_true", help="check finite values, row count, labels")
