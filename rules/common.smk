@@ -1,13 +1,15 @@
 # Helpers shared by the rules: the validated config, job specs, and target paths.
 import json
+import os
 import sys
 
 from partaware import config as C
+from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 
 # No `configfile:` directive: with --configfile only that file counts (a directive would merge
 # the demo datasets into every other config).
 if not config:
-    config.update(C.yaml.safe_load(open(workflow.basedir + "/config.yaml")))
+    config.update(C.load_yaml(os.path.join(workflow.basedir, "config.yaml")))
 try:
     CFG = C.validate(dict(config))
 except C.ConfigError as err:
@@ -23,10 +25,10 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
 
 EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
 SHARDS = CFG["extract"]["shards"]
-PART_TASKS = ["retrieval", "linear", "attentive", "logistic"]
-# Run-time knobs: passed to jobs but not part of their params, so changing them reruns nothing.
-RUNTIME = json.dumps({"device": CFG["device"],
-                      "extract": {k: CFG["extract"][k] for k in ("batch_size", "num_workers")}})
+# Run-time knobs reach the jobs through the environment, not their params, so changing them
+# reruns nothing (a cluster job re-reads the config and sets the same variable).
+os.environ.update(PARTAWARE_RUNTIME=json.dumps({"device": CFG["device"],
+                      "extract": {k: CFG["extract"][k] for k in ("batch_size", "num_workers")}}))
 
 
 def spec(*, dataset=None, model=None, sections=()):
@@ -72,12 +74,12 @@ def checkpoint_input(wildcards):
 def store_path(dataset, model, split):
     """What evaluations read: the store, or the manifest of its shards."""
     base = f"results/features/{dataset}/{model}/{split}"
-    return base + EXT if SHARDS == 1 else base + ".shards.json"
+    return f"{base}{EXT}" if SHARDS == 1 else f"{base}.shards.json"
 
 
 def shard_path(dataset, model, split, shard):
     base = f"results/features/{dataset}/{model}/{split}"
-    return base + EXT if SHARDS == 1 else f"{base}.shard{shard}of{SHARDS}{EXT}"
+    return f"{base}{EXT}" if SHARDS == 1 else f"{base}.shard{shard}of{SHARDS}{EXT}"
 
 
 def eval_stores(wildcards):
@@ -98,6 +100,50 @@ def eval_targets():
             for task in ds["tasks"]:
                 out.append(f"results/evals/{dataset}/{model}/{task}.csv")
     return out
+
+
+# --------------------------------------------------------------------------------- extraction
+def extract_index(wildcards):
+    if is_seg(wildcards.dataset):
+        return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
+    return f"results/index/{wildcards.dataset}/{wildcards.split}.parquet"
+
+
+def index_arg(wildcards, input):
+    return "" if is_seg(wildcards.dataset) else f"--index {input.index}"
+
+
+def checkpoint_arg(wildcards, input):
+    return f"--checkpoint {input.checkpoint}" if input.checkpoint else ""
+
+
+# --------------------------------------------------------------------------------- figures
+def figure_spec(dataset, keys):
+    """The dataset's job spec plus the `figures:` settings this figure uses (a change redraws it)."""
+    out = json.loads(spec(dataset=dataset))
+    out["figures"] = figure_settings(CFG, dataset, keys)
+    return json.dumps(out, sort_keys=True)
+
+
+def demo_root(wildcards):
+    """A generated dataset's folder (the images the figures show), so it is made first."""
+    return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
+
+
+def figure_split(dataset):
+    """The segmentation split whose images are shown: the evaluated one (val)."""
+    return C.seg_splits(CFG["datasets"][dataset])[-1]
+
+
+def figure_targets():
+    """Every figure of the configured datasets, and the summary of the table."""
+    out = []
+    for dataset, ds in CFG["datasets"].items():
+        if is_seg(dataset):
+            out.append(f"results/figures/{dataset}/feature_maps.png")
+        elif "retrieval" in ds["tasks"]:
+            out.append(f"results/figures/{dataset}/retrieval_grid.png")
+    return out + ["results/figures/summary.png"]
 
 
 wildcard_constraints:

@@ -8,6 +8,8 @@ rule demo_data:
         spec=lambda wc: spec(dataset=wc.dataset),
     log:
         "results/logs/demo_data/{dataset}.log",
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware demo-data --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
 
@@ -25,6 +27,8 @@ rule part_index:
         "results/logs/part_index/{dataset}.log",
     benchmark:
         "results/benchmarks/part_index/{dataset}.tsv"
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware index --spec {params.spec:q} --dataset {wildcards.dataset} "
         "--outdir results/index/{wildcards.dataset} > {log:q} 2>&1"
@@ -39,5 +43,7 @@ rule fetch_checkpoint:
         "results/logs/fetch_checkpoint/{model}.log",
     resources:
         runtime=240,
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware fetch --spec {params.spec:q} --model {wildcards.model} --out {output:q} > {log:q} 2>&1"

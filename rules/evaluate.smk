@@ -19,7 +19,9 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../envs/partaware.yaml"
     shell:
-        "partaware evaluate --spec {params.spec:q} --runtime '{RUNTIME}' --threads {threads} "
+        "partaware evaluate --spec {params.spec:q} --threads {threads} "
         "--task {wildcards.task} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--out {output:q} {input:q} > {log:q} 2>&1"

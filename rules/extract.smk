@@ -1,20 +1,6 @@
 # Feature extraction: one store per (dataset, model, split), optionally split into shard jobs.
 
 
-def extract_index(wildcards):
-    if is_seg(wildcards.dataset):
-        return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
-    return f"results/index/{wildcards.dataset}/{wildcards.split}.parquet"
-
-
-def index_arg(wildcards, input):
-    return "" if is_seg(wildcards.dataset) else f"--index {input.index}"
-
-
-def checkpoint_arg(wildcards, input):
-    return f"--checkpoint {input.checkpoint}" if input.checkpoint else ""
-
-
 rule extract:
     input:
         index=extract_index,
@@ -35,8 +21,10 @@ rule extract:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../envs/partaware.yaml"
     shell:
-        "partaware extract --spec {params.spec:q} --runtime '{RUNTIME}' --threads {threads} "
+        "partaware extract --spec {params.spec:q} --threads {threads} "
         "--dataset {wildcards.dataset} --model {wildcards.model} --split {wildcards.split} "
         "{params.index} {params.checkpoint} --out {output:q} > {log:q} 2>&1"
 
@@ -61,8 +49,10 @@ rule extract_shard:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../envs/partaware.yaml"
     shell:
-        "partaware extract --spec {params.spec:q} --runtime '{RUNTIME}' --threads {threads} "
+        "partaware extract --spec {params.spec:q} --threads {threads} "
         "--dataset {wildcards.dataset} --model {wildcards.model} --split {wildcards.split} "
         "--shard {wildcards.shard} {params.index} {params.checkpoint} --out {output:q} > {log:q} 2>&1"
 
@@ -74,5 +64,7 @@ rule gather_shards:
         "results/features/{dataset}/{model}/{split}.shards.json",
     log:
         "results/logs/gather_shards/{dataset}/{model}/{split}.log",
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware gather-shards --out {output:q} {input:q} > {log:q} 2>&1"

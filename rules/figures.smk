@@ -1,34 +1,5 @@
 # Figures from the cache and the table: retrieval grids, feature maps, the summary plot.
 # Every figure is tagged for `snakemake --report results/report.html`.
-from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
-
-
-def figure_spec(dataset, keys):
-    """The dataset's job spec plus the `figures:` settings this figure uses (a change redraws it)."""
-    out = json.loads(spec(dataset=dataset))
-    out["figures"] = figure_settings(CFG, dataset, keys)
-    return json.dumps(out, sort_keys=True)
-
-
-def demo_root(wildcards):
-    """A generated dataset's folder (the images the figures show), so it is made first."""
-    return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
-
-
-def figure_split(dataset):
-    """The segmentation split whose images are shown: the evaluated one (val)."""
-    return C.seg_splits(CFG["datasets"][dataset])[-1]
-
-
-def figure_targets():
-    """Every figure of the configured datasets, and the summary of the table."""
-    out = []
-    for dataset, ds in CFG["datasets"].items():
-        if is_seg(dataset):
-            out.append(f"results/figures/{dataset}/feature_maps.png")
-        elif "retrieval" in ds["tasks"]:
-            out.append(f"results/figures/{dataset}/retrieval_grid.png")
-    return out + ["results/figures/summary.png"]
 
 
 rule retrieval_grid:
@@ -46,6 +17,8 @@ rule retrieval_grid:
         "results/logs/figures/{dataset}/retrieval_grid.log",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware figure-grid --spec {params.spec:q} --dataset {wildcards.dataset} --index {input.index:q} "
         "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
@@ -66,6 +39,8 @@ rule feature_maps:
         "results/logs/figures/{dataset}/feature_maps.log",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware figure-maps --spec {params.spec:q} --dataset {wildcards.dataset} --split {params.split} "
         "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
@@ -79,5 +54,7 @@ rule summary_plot:
                category="Results", labels={"figure": "summary"}),
     log:
         "results/logs/figures/summary.log",
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware figure-summary --table {input:q} --out {output:q} > {log:q} 2>&1"

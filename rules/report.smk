@@ -11,5 +11,7 @@ rule table:
                   labels={"figure": "table"}),
     log:
         "results/logs/table.log",
+    conda:
+        "../envs/partaware.yaml"
     shell:
         "partaware table --csv {output.csv:q} --md {output.md:q} {input:q} > {log:q} 2>&1"

@@ -288,6 +288,5 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
         assert res.returncode == 0, f"the SLURM rerun failed (log {rerun_log}):\n{text[-8000:]}"
         rules = [cluster.run("scontrol", "-o", "show", "job", job).stdout for _, job in SUBMITTED.findall(text)]
         assert sum("Comment=rule_extract_shard" in r for r in rules) == 1, text[-6000:]
-        assert "shard1of2" in text and "shard0of2.zarr\n    log" not in text
         _assert_tables_equal(local_dir / "results" / "table.csv",
                              slurm_dir / "results" / "table.csv")

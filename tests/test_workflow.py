@@ -138,3 +138,9 @@ def test_sharded_extraction_gives_the_same_table(finished_run, tmp_path):
         path.unlink()
     jobs = planned_jobs(tmp_path, sharded, "results/table.csv")
     assert jobs == {"extract_shard": 1, "gather_shards": 1, "evaluate": 1, "table": 1}
+
+
+def test_snakemake_lint_passes():
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert "Congratulations" in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]

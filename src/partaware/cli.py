@@ -6,6 +6,7 @@ exactly when that part changes) and run-time knobs that do not change results as
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from . import config as C
 def _spec(args) -> dict:
     """The job's resolved config (validated by the Snakefile) with the run-time knobs merged in."""
     spec = json.loads(args.spec)
-    runtime = json.loads(args.runtime) if getattr(args, "runtime", None) else {}
+    runtime = getattr(args, "runtime", None) or os.environ.get("PARTAWARE_RUNTIME")
+    runtime = json.loads(runtime) if runtime else {}
     for key, value in runtime.items():
         if isinstance(value, dict):
             spec.setdefault(key, {}).update(value)
@@ -71,7 +73,11 @@ def cmd_index(args):
     from .data.parts import build_part_index, select_split, write_index
 
     cfg = _spec(args)
-    index = build_part_index(cfg["datasets"][args.dataset])
+    ds = dict(cfg["datasets"][args.dataset])
+    if cfg.get("data", {}).get("on_bad_image") == "skip":
+        # a missing image is then a bad image like any other: extraction skips and lists it
+        ds.setdefault("check_files", False)
+    index = build_part_index(ds)
     outdir = Path(args.outdir)
     for split in args.splits:
         write_index(select_split(index, split), outdir / f"{split}.parquet")
@@ -119,7 +125,8 @@ def cmd_evaluate(args):
 
     cfg = _spec(args)
     ctx = E.context(cfg, args.dataset, args.model)
-    stores = [open_store(p) for p in args.stores]
+    expect = _expected_hashes(cfg, args.dataset, args.model, args.task, len(args.stores))
+    stores = [open_store(p, expect_hash=h) for p, h in zip(args.stores, expect)]
     if args.task == "retrieval":
         rows = E.retrieval_rows(cfg, ctx, *stores)
     elif args.task == "linear":
@@ -132,6 +139,24 @@ def cmd_evaluate(args):
         rows, per_class = E.segmentation_rows(cfg, ctx, *stores)
         _write_csv_atomic(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
     _write_csv_atomic(pd.DataFrame(rows), Path(args.out))
+
+
+def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:
+    """The config hash each input store must carry: that of the extraction this spec implies.
+
+    A store built under another config (copied in, touched, or cached by an older partaware
+    whose signature differs) is then refused naming both hashes, instead of being scored.
+    """
+    ds = cfg["datasets"][dataset]
+    if task == "retrieval":
+        splits = ["all"]
+    elif task == "segmentation":
+        splits = C.seg_splits(ds)
+    else:
+        splits = ["train", "test"]
+    if len(splits) != n:  # stores given by hand in another arrangement: nothing to compare with
+        return [None] * n
+    return [C.digest(C.extract_signature(cfg, dataset, model, split)) for split in splits]
 
 
 def cmd_table(args):
@@ -166,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     def job(name, fn, help):
         s = sub.add_parser(name, help=help)
         s.add_argument("--spec", required=True, help="JSON config subset this job depends on")
-        s.add_argument("--runtime", default=None, help="JSON run-time knobs (batch size, workers)")
+        s.add_argument("--runtime", default=None, help="JSON run-time knobs (device, batch size, workers); default: $PARTAWARE_RUNTIME")
         s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
         s.set_defaults(fn=fn)
         return s
@@ -232,8 +257,18 @@ def main(argv=None):
     except (ValueError, OSError) as err:  # our errors name the file/key and the fix
         if os.environ.get("PARTAWARE_DEBUG"):
             raise
-        print(f"partaware {args.command}: error: {err}", file=sys.stderr)
+        print(f"partaware {args.command}: error: {_describe(err, args)}", file=sys.stderr)
         sys.exit(1)
+
+
+def _describe(err: Exception, args) -> str:
+    """The error's own message; a full disk also gets the path being written and the fix."""
+    if isinstance(err, OSError) and (err.errno == errno.ENOSPC or "No space left" in str(err)):
+        where = getattr(args, "out", None) or getattr(args, "csv", None) or getattr(args, "outdir", None)
+        return (f"no space left on device{f' while writing {where}' if where else ''} ({err}); free "
+                "space (or point results/ at a larger disk) and rerun: nothing half-written was "
+                "published, and an interrupted extraction resumes from its last finished chunk")
+    return str(err)
 
 
 if __name__ == "__main__":

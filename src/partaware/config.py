@@ -15,7 +15,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
-PART_TASKS = {"retrieval", "linear", "attentive", "logistic"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -140,15 +139,19 @@ def _check_model(name: str, model: dict) -> None:
             raise ConfigError(f"config key {where}.path: checkpoint file {model['path']} does not exist")
 
 
-def load(path: Path | str) -> dict:
+def load_yaml(path: Path | str) -> dict:
+    """The raw config file, or a ConfigError naming it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text()) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    return validate(raw or {})
+
+
+def load(path: Path | str) -> dict:
+    return validate(load_yaml(path))
 
 
 # --------------------------------------------------------------------------------- job plans
