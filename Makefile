@@ -20,6 +20,10 @@ demo: env
 test: env
 	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest -q
 
+bench: env
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/extract.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/retrieval.py
+
 lint: env
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --lint
 

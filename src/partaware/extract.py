@@ -1,19 +1,35 @@
 """Run one frozen encoder over one dataset split and cache its features in a store.
 
-The only module that runs an encoder. Each image is decoded once for all of its parts, batches
-stream through a DataLoader (worker processes, pinned memory) so memory does not grow with the
-dataset, the forward pass runs under bf16 autocast on a GPU, and finished chunks are flushed to a
-resumable store (see `store.py`).
+The only module that runs an encoder. The path of a batch, each stage overlapping the others:
+
+1. DataLoader workers decode each image once for all of its parts (full PIL decode), crop and
+   resize every part (PIL, as `patch_transform`) and collate the batch into one uint8 tensor,
+   which the loader pins; uint8 is a quarter of the float bytes to pass, pin and copy.
+2. The main process copies it to the device without blocking, normalises it there through a
+   256-entry table built by the transform itself (bit for bit what ToTensor + Normalize give on
+   the CPU), runs the encoder (bf16 autocast on a GPU) and queues the copy of the features back.
+   Batch k's features are read only after batch k+1 is queued, so the device does not wait
+   for the host's bookkeeping.
+3. A writer thread flushes whole chunks to the resumable store (see `store.py`) in row order;
+   a chunk counts as done (the resume point) only once it has landed.
+
+Decoding stays on the CPU with PIL's full decode, the pixels the paper's crops come from: a GPU
+decoder (nvJPEG) is not bound to give the same pixels (`bench/extract.py --check-nvjpeg` measures
+how far it is), and PIL's `draft` mode would change them. `bench/extract.py` measures this path.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from torchvision import transforms as T
 
 from . import config as C
 from .data.errors import DataError
@@ -21,6 +37,9 @@ from .data.images import crop_patch, load_rgb, patch_transform, describe_transfo
 from .store import StoreWriter
 
 log = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_WRITE_QUEUE = 2  # batches waiting for the writer thread
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,30 +63,67 @@ def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
     return int(bounds[shard]), int(bounds[shard + 1])
 
 
+# --------------------------------------------------------------------------------- transforms
+def split_transform(transform: T.Compose) -> tuple[T.Compose, torch.Tensor]:
+    """A `patch_transform` -> (its PIL steps, a (3, 256) table of normalised values).
+
+    The workers run only the PIL steps and send uint8 pixels; `normalise` then looks each pixel
+    up in the table, which the transform's own ToTensor and Normalize filled from the values
+    0..255, so the result equals the whole transform's bit for bit.
+    """
+    *pil_steps, to_tensor, normalize = transform.transforms
+    if not (isinstance(to_tensor, T.ToTensor) and isinstance(normalize, T.Normalize)):
+        raise TypeError("expected a transform ending in ToTensor, Normalize (data.images.patch_transform)")
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, RGB)
+    table = normalize(to_tensor(Image.fromarray(ramp)))[:, 0, :]
+    return T.Compose(pil_steps), table.contiguous()
+
+
+def normalise(patches: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, RGB) uint8 -> (B, 3, H, W) float32 through `table` (3, 256), on their device."""
+    offsets = torch.arange(3, device=patches.device) * 256
+    return table.reshape(-1)[patches.long() + offsets].permute(0, 3, 1, 2).contiguous()
+
+
 # --------------------------------------------------------------------------------- datasets
 class PatchImages(torch.utils.data.Dataset):
-    """One item per image: all of its part patches (rows >= start), decoded once."""
+    """One item per image (a run of consecutive index rows with one path): its part patches as
+    uint8 (H, W, RGB) arrays, the image decoded once."""
 
-    def __init__(self, index: pd.DataFrame, transform, on_bad_image: str):
-        self.groups = [g for _, g in index.groupby("image_path", sort=False)]
-        self.transform = transform
+    def __init__(self, index: pd.DataFrame, pil_steps, on_bad_image: str):
+        paths = index["image_path"].to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]]) if len(paths) else np.zeros(0, int)
+        self.bounds = np.append(starts, len(paths))
+        self.paths = paths[starts]
+        self.rows = index["row"].to_numpy(np.int64)
+        self.boxes = index[["x0", "y0", "x1", "y1"]].to_numpy(np.int64)
+        self.pil_steps = pil_steps
         self.on_bad_image = on_bad_image
 
     def __len__(self):
-        return len(self.groups)
+        return len(self.paths)
 
     def __getitem__(self, i):
-        group = self.groups[i]
-        rows = torch.as_tensor(group["row"].to_numpy())
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        rows = self.rows[lo:hi]
         try:
-            image = load_rgb(group["image_path"].iloc[0])
+            image = load_rgb(self.paths[i])
         except DataError as err:
             if self.on_bad_image != "skip":
                 raise
             return rows, None, str(err)
-        boxes = group[["x0", "y0", "x1", "y1"]].to_numpy()
-        patches = torch.stack([self.transform(crop_patch(image, tuple(int(v) for v in b))) for b in boxes])
-        return rows, patches, None
+        boxes = self.boxes[lo:hi].tolist()
+        return rows, [np.asarray(self.pil_steps(crop_patch(image, box))) for box in boxes], None
+
+
+def collate_patches(items):
+    """PatchImages items -> (rows (n,) int64, valid (n,) bool, patches (n_valid, H, W, RGB) uint8,
+    error messages): tensors the DataLoader can pin, stacked in the worker."""
+    rows = torch.from_numpy(np.concatenate([r for r, _, _ in items]))
+    valid = torch.from_numpy(np.concatenate([np.full(len(r), p is not None) for r, p, _ in items]))
+    good = [patch for _, p, _ in items if p is not None for patch in p]
+    patches = torch.from_numpy(np.stack(good)) if good else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
+    return rows, valid, patches, [err for _, _, err in items if err]
 
 
 class SegImages(torch.utils.data.Dataset):
@@ -87,7 +143,7 @@ class SegImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         sample = self.samples[i]
-        rows = torch.as_tensor([sample["row"]])
+        rows = np.array([sample["row"]], dtype=np.int64)
         try:
             image = load_rgb(sample["img"])
         except DataError as err:
@@ -100,11 +156,18 @@ class SegImages(torch.utils.data.Dataset):
             view, view_labels[name] = self.segfolder.seg_view(image, label, self.size)
         x = torch.from_numpy(np.asarray(view, dtype=np.float32) / 255.0).permute(2, 0, 1)
         x = (x - self.mean) / self.std
-        return rows, (x[None], {k: torch.from_numpy(np.asarray(v))[None] for k, v in view_labels.items()}), None
+        return rows, (x, {k: torch.from_numpy(np.asarray(v)) for k, v in view_labels.items()}), None
 
 
-def _collate(items):
-    return items
+def collate_seg(items):
+    """SegImages items -> (rows, valid, images (n_valid, 3, S, S), {set: labels (n_valid, S, S)},
+    error messages)."""
+    rows = torch.from_numpy(np.concatenate([r for r, _, _ in items]))
+    valid = torch.tensor([v is not None for _, v, _ in items])
+    good = [v for _, v, _ in items if v is not None]
+    images = torch.stack([x for x, _ in good]) if good else torch.zeros(0)
+    labels = {k: torch.stack([lab[k] for _, lab in good]) for k in (good[0][1] if good else {})}
+    return rows, valid, images, labels, [err for _, _, err in items if err]
 
 
 # --------------------------------------------------------------------------------- the loop
@@ -127,69 +190,154 @@ class _Buffer:
         return {k: v[:n] for k, v in whole.items()}
 
 
-def _run(loader, forward, writer: StoreWriter, chunk_rows: int, layout: dict, log_every=30.0):
-    """Drive the loader, run `forward` on each batch and flush whole chunks to the writer."""
-    buffer, skipped = _Buffer(), []
+class BackgroundWriter:
+    """Hands batches to a thread that writes them to `writer` in order, in whole chunks.
+
+    `put` blocks only while `depth` batches already wait, so the store's pace never stalls the
+    device for longer. `writer.rows_done` (the resume point) moves only after a chunk lands.
+    Leaving the `with` block writes what is queued, then joins the thread; a write error is
+    raised in the caller, at the next `put` or on leaving.
+    """
+
+    def __init__(self, writer: StoreWriter, chunk_rows: int, depth: int = _WRITE_QUEUE):
+        self.writer, self.chunk_rows = writer, chunk_rows
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def put(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(arrays)
+
+    def _loop(self):
+        buffer, writer = _Buffer(), self.writer
+        while (arrays := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so `put` never blocks on a dead thread
+            try:
+                buffer.add(arrays)
+                while len(buffer) >= self.chunk_rows or (
+                        len(buffer) and writer.rows_done + len(buffer) == writer.n_rows):
+                    writer.write(buffer.take(min(self.chunk_rows, len(buffer))))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                self.error = err
+
+    def __exit__(self, exc_type, exc, tb):
+        self.queue.put(None)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+
+
+def _run(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30.0):
+    """Feed every batch through `step`, one batch ahead, and hand the results to a writer thread.
+
+    `step(batch)` queues the batch's device work and returns `finish`; `finish()` waits for it
+    and returns (store arrays, error messages). A batch is finished after the next one is queued.
+    """
+    skipped = []
     t0, last_log, done0 = time.time(), time.time(), writer.rows_done
-    for items in loader:
-        outputs = forward(items, skipped, layout)
-        buffer.add(outputs)
-        while len(buffer) >= chunk_rows or (len(buffer) and writer.rows_done + len(buffer) == writer.n_rows):
-            writer.write(buffer.take(min(chunk_rows, len(buffer))))
-        if time.time() - last_log > log_every:
-            rate = (writer.rows_done - done0) / (time.time() - t0)
-            eta = (writer.n_rows - writer.rows_done) / max(rate, 1e-9)
-            log.info("%d/%d rows, %.1f rows/s, ETA %.0f s", writer.rows_done, writer.n_rows, rate, eta)
-            last_log = time.time()
+    with BackgroundWriter(writer, chunk_rows) as background:
+        def hand_over(finish):
+            arrays, errors = finish()
+            skipped.extend(errors)
+            background.put(arrays)
+
+        pending = None
+        for batch in loader:
+            queued = step(batch)
+            if pending is not None:
+                hand_over(pending)
+            pending = queued
+            if time.time() - last_log > log_every:
+                rate = (writer.rows_done - done0) / (time.time() - t0)
+                eta = (writer.n_rows - writer.rows_done) / max(rate, 1e-9)
+                log.info("%d/%d rows, %.1f rows/s, ETA %.0f s", writer.rows_done, writer.n_rows, rate, eta)
+                last_log = time.time()
+        if pending is not None:
+            hand_over(pending)
     return skipped
 
 
-def _empty_like(layout: dict, n: int) -> dict[str, np.ndarray]:
-    return {k: np.zeros((n, *tail), dtype=dtype) for k, (tail, dtype, _) in layout.items()}
+def _batch_arrays(layout: dict, valid: np.ndarray, known: dict, per_valid: dict) -> dict:
+    """One batch's store arrays: `known` cover every row, `per_valid` only the valid ones (the
+    other rows stay zero; when all are valid they are used as they are, without a copy)."""
+    out = {**known, "valid": valid.astype(np.uint8)}
+    for name, (tail, dtype, _) in layout.items():
+        if name in out:
+            continue
+        if name in per_valid and valid.all():
+            out[name] = per_valid[name]
+            continue
+        out[name] = np.zeros((len(valid), *tail), dtype=dtype)
+        if name in per_valid:
+            out[name][valid] = per_valid[name]
+    return out
 
 
-def _part_forward(encoder, device, amp, arrays):
-    def forward(items, skipped, layout):
-        rows = torch.cat([r for r, _, _ in items]).numpy()
-        out = _empty_like(layout, len(rows))
-        out["row"][:] = rows
-        good = [i for i, (_, p, _) in enumerate(items) if p is not None]
-        for _, _, err in items:
-            if err:
-                skipped.append(err)
-        if good:
-            mask = np.concatenate([np.full(len(r), p is not None) for r, p, _ in items])
-            x = torch.cat([items[i][1] for i in good]).to(device, non_blocking=True)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                feats = encoder(x)
-            for name in arrays:
-                out[name][mask] = feats[name].float().cpu().numpy()
-            out["valid"][mask] = 1
-        return out
-    return forward
+def _autocast(device, amp):
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 
-def _seg_forward(encoder, device, amp, blocks):
-    def forward(items, skipped, layout):
-        rows = torch.cat([r for r, _, _ in items]).numpy()
-        out = _empty_like(layout, len(rows))
-        out["row"][:] = rows
-        for _, _, err in items:
-            if err:
-                skipped.append(err)
-        good = [i for i, (_, p, _) in enumerate(items) if p is not None]
-        if good:
-            x = torch.cat([items[i][1][0] for i in good]).to(device, non_blocking=True)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                maps = encoder.dense(x, blocks)
-            for b in blocks:
-                out[f"layers/{b}"][good] = maps[b].float().cpu().numpy()
-            for name in [k for k in layout if k.startswith("labels/")]:
-                key = name.split("/", 1)[1]
-                out[name][good] = torch.cat([items[i][1][1][key] for i in good]).numpy()
-            out["valid"][good] = 1
-        return out
-    return forward
+def _to_host(tensors: dict, layout: dict) -> dict:
+    """Cast features to their store dtype on the device and queue their copy to the host."""
+    return {k: v.float().to(_TORCH_DTYPES[layout[k][1]]).to("cpu", non_blocking=True)
+            for k, v in tensors.items()}
+
+
+def _done_marker(device):
+    """Waits (when called) for everything queued on the device so far."""
+    if device.type != "cuda":
+        return lambda: None
+    event = torch.cuda.Event()
+    event.record()
+    return event.synchronize
+
+
+def _part_step(encoder, device, amp, table, arrays, label_of, layout):
+    table = table.to(device)
+
+    def step(batch):
+        rows, valid, patches, errors = batch
+        feats = {}
+        if len(patches):
+            x = normalise(patches.to(device, non_blocking=True), table)
+            with torch.inference_mode(), _autocast(device, amp):
+                out = encoder(x)
+            feats = _to_host({a: out[a] for a in arrays}, layout)
+        wait = _done_marker(device)
+
+        def finish():
+            wait()
+            rows_np = rows.numpy()
+            known = {"row": rows_np, "label": label_of[rows_np]}
+            return _batch_arrays(layout, valid.numpy(), known, {k: v.numpy() for k, v in feats.items()}), errors
+        return finish
+    return step
+
+
+def _seg_step(encoder, device, amp, blocks, layout):
+    def step(batch):
+        rows, valid, images, labels, errors = batch
+        maps = {}
+        if len(images):
+            with torch.inference_mode(), _autocast(device, amp):
+                out = encoder.dense(images.to(device, non_blocking=True), blocks)
+            maps = _to_host({f"layers/{b}": out[b] for b in blocks}, layout)
+        wait = _done_marker(device)
+
+        def finish():
+            wait()
+            per_valid = {**{k: v.numpy() for k, v in maps.items()},
+                         **{f"labels/{k}": v.numpy() for k, v in labels.items()}}
+            return _batch_arrays(layout, valid.numpy(), {"row": rows.numpy()}, per_valid), errors
+        return finish
+    return step
 
 
 def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | None, out: Path,
@@ -254,25 +402,22 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     workers = cfg["extract"]["num_workers"]
     if ds["kind"] == "segfolder":
         data = SegImages(samples[start:], ds["label_sets"], ds["size"], mean, std, cfg["data"]["on_bad_image"])
-        forward = _seg_forward(encoder, device, amp, ds["blocks"])
+        collate, step = collate_seg, _seg_step(encoder, device, amp, ds["blocks"], layout)
         images_per_batch = max(1, cfg["extract"]["batch_size"] // 4)
     else:
-        part = index.iloc[start:].copy()
-        data = PatchImages(part, transform, cfg["data"]["on_bad_image"])
-        label_of = dict(zip(index["row"], index["label"]))
-        base_forward = _part_forward(encoder, device, amp, arrays)
-
-        def forward(items, skipped, layout):
-            out = base_forward(items, skipped, layout)
-            out["label"][:] = [label_of[r] for r in out["row"]]
-            return out
+        pil_steps, table = split_transform(transform)
+        data = PatchImages(index.iloc[start:], pil_steps, cfg["data"]["on_bad_image"])
+        rows = index["row"].to_numpy(np.int64)
+        label_of = np.zeros(int(rows.max()) + 1 if len(rows) else 0, np.int64)
+        label_of[rows] = index["label"].to_numpy(np.int64)
+        collate, step = collate_patches, _part_step(encoder, device, amp, table, arrays, label_of, layout)
         per_image = max(1.0, len(index) / max(1, index["image_path"].nunique()))
         images_per_batch = max(1, int(cfg["extract"]["batch_size"] / per_image))
     loader = torch.utils.data.DataLoader(
-        data, batch_size=images_per_batch, shuffle=False, num_workers=workers, collate_fn=_collate,
+        data, batch_size=images_per_batch, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None)
-    skipped = _run(loader, forward, writer, chunk_rows, layout)
+    skipped = _run(loader, step, writer, chunk_rows)
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
                            "device": str(device)})
 

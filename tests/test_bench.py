@@ -1,0 +1,66 @@
+"""The benchmark scripts run at a tiny size and print one JSON line with the expected keys.
+
+They run with zarr, faiss, snakemake and jsonschema made unimportable, as on the GPU machine
+that bench/gpu_check.sh targets. No timing is asserted.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+WITHOUT = ("zarr", "faiss", "snakemake", "jsonschema")
+# run a script with some top-level packages unimportable
+BLOCKED = f"""
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {WITHOUT!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+EXTRACT_KEYS = {"bench", "device", "model", "precision", "size", "batch_size", "workers", "store",
+                "n_images", "n_patches", "c_n_patches", "a_patches_per_s", "b_patches_per_s",
+                "b_end_to_end_patches_per_s", "c_patches_per_s", "ratio_b_a", "ratio_b_c",
+                "peak_host_rss_mb", "peak_worker_rss_mb", "peak_device_mb", "torch"}
+RETRIEVAL_KEYS = {"bench", "device", "n", "dim", "classes", "seconds", "sklearn_s_per_query",
+                  "sklearn_extrapolated_s", "ratio_sklearn_over_ours", "sample", "max_abs_diff",
+                  "agree", "AP", "mAP", "peak_host_rss_mb", "peak_device_mb"}
+
+
+def run_bench(script: str, *args: str, blocked=True) -> dict:
+    cmd = [sys.executable, "-c", BLOCKED] if blocked else [sys.executable]
+    proc = subprocess.run([*cmd, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+def test_extract_bench(tmp_path):
+    out = run_bench("extract.py", "--images", "6", "--size", "32", "--batch-size", "8", "--workers", "1",
+                    "--model", "vit_tiny_patch16_224", "--workdir", str(tmp_path))
+    assert EXTRACT_KEYS <= set(out)
+    assert out["bench"] == "extract" and out["store"] == "hdf5" and out["n_images"] == 6
+    assert out["n_patches"] == out["c_n_patches"] > 6
+    assert all(out[k] > 0 for k in ("a_patches_per_s", "b_patches_per_s", "c_patches_per_s"))
+
+
+def test_retrieval_bench():
+    out = run_bench("retrieval.py", "--n", "600", "--dim", "32", "--sample", "20")
+    assert RETRIEVAL_KEYS <= set(out)
+    assert out["n"] == 600 and out["sample"] == 20 and out["agree"] is True and 0 < out["AP"] <= 1
+
+
+def test_retrieval_bench_faiss_recall():
+    pytest.importorskip("faiss")
+    out = run_bench("retrieval.py", "--n", "2000", "--dim", "32", "--sample", "5", "--faiss-recall",
+                    "--k", "5", "--nlist", "16", "--nprobe", "4", blocked=False)
+    assert 0 < out["faiss_recall_at_k"] <= 1 and out["faiss_k"] == 5
