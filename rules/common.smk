@@ -40,6 +40,23 @@ def spec(*, dataset=None, model=None, sections=()):
     return json.dumps(out, sort_keys=True)
 
 
+DATA_KEYS = ("kind", "name", "root", "demo")
+INDEX_KEYS = DATA_KEYS + ("train", "test", "parts", "max_images")
+
+
+def narrow_spec(*, dataset, keys, sections=()):
+    """A spec holding only some keys of one dataset (the demo data and index ignore transforms)."""
+    ds = {k: v for k, v in CFG["datasets"][dataset].items() if k in keys}
+    out = {k: CFG[k] for k in ("seed", *sections)}
+    return json.dumps({**out, "datasets": {dataset: ds}, "models": {}}, sort_keys=True)
+
+
+def checkpoint_spec(model):
+    """What a checkpoint file depends on: where it comes from and its hash."""
+    m = {k: v for k, v in CFG["models"][model].items() if k in ("weights", "url", "path", "sha256", "arch", "format")}
+    return json.dumps({"models": {model: m}, "datasets": {}}, sort_keys=True)
+
+
 def is_demo(dataset):
     return "demo" in CFG["datasets"][dataset]
 

@@ -5,7 +5,7 @@ rule demo_data:
     output:
         directory("results/demo/{dataset}"),
     params:
-        spec=lambda wc: spec(dataset=wc.dataset),
+        spec=lambda wc: narrow_spec(dataset=wc.dataset, keys=DATA_KEYS),
     log:
         "results/logs/demo_data/{dataset}.log",
     conda:
@@ -22,7 +22,7 @@ rule part_index:
         "results/index/{dataset}/train.parquet",
         "results/index/{dataset}/test.parquet",
     params:
-        spec=lambda wc: spec(dataset=wc.dataset),
+        spec=lambda wc: narrow_spec(dataset=wc.dataset, keys=INDEX_KEYS, sections=("data",)),
     log:
         "results/logs/part_index/{dataset}.log",
     benchmark:
@@ -38,7 +38,7 @@ rule fetch_checkpoint:
     output:
         "resources/checkpoints/{model}.pth",
     params:
-        spec=lambda wc: spec(model=wc.model),
+        spec=lambda wc: checkpoint_spec(wc.model),
     log:
         "results/logs/fetch_checkpoint/{model}.log",
     resources:

@@ -390,12 +390,18 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
 
     import timm
 
+    checkpoint_sha = _sha256_of(checkpoint)
+    images = ([str(s["img"]) for s in samples] if ds["kind"] == "segfolder"
+                               else index["image_path"].astype(str).tolist())
+    # What the config hash cannot see: the checkpoint's bytes and the exact rows to extract.
+    boxes = [] if ds["kind"] == "segfolder" else index[["label", "x0", "y0", "x1", "y1"]].to_numpy().tolist()
+    resume_key = f"{checkpoint_sha}:{C.digest([images, boxes])}"
     attrs = {"model": model, "arch": mcfg["arch"], "weights": mcfg["weights"], "group": mcfg.get("group", ""),
              "dataset": dataset, "split": split, "shard": shard, "shards": shards,
-             "checkpoint_sha256": _sha256_of(checkpoint), "timm_version": timm.__version__,
+             "checkpoint_sha256": checkpoint_sha, "timm_version": timm.__version__,
              "torch_version": torch.__version__, "transform": transform_desc,
              "signature": signature, "rows": [lo, hi]}
-    writer = StoreWriter(out, n_rows, layout, attrs, config_hash)
+    writer = StoreWriter(out, n_rows, layout, attrs, config_hash, resume_key=resume_key)
     if writer.rows_done:
         log.info("resuming %s at row %d of %d", out, writer.rows_done, n_rows)
     start = writer.rows_done
@@ -417,9 +423,17 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
         data, batch_size=images_per_batch, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None)
-    skipped = _run(loader, step, writer, chunk_rows)
+    skipped = _skipped_before(writer, images, start) + _run(loader, step, writer, chunk_rows)
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
                            "device": str(device)})
+
+
+def _skipped_before(writer: StoreWriter, images: list[str], start: int) -> list[str]:
+    """Images skipped by an interrupted earlier run (their rows are `valid == 0`), once each."""
+    if not start:
+        return []
+    invalid = np.flatnonzero(writer.backend.read("valid", 0, start) == 0)
+    return list(dict.fromkeys(f"{images[i]}: skipped before the resume" for i in invalid))
 
 
 def _sha256_of(path: Path | None) -> str:

@@ -162,11 +162,13 @@ class StoreWriter:
     """Writes rows in order; `flush` points are resumable; `publish` makes the store visible.
 
     `arrays` maps a name to (per-row shape, dtype, rows per chunk). Resuming needs the same
-    `config_hash` and layout; anything else starts the partial store over.
+    `config_hash`, layout and `resume_key`; anything else starts the partial store over.
+    `resume_key` names inputs the config hash cannot see (the checkpoint file's sha256, the
+    part index's content), so a partial store of other weights or rows is never continued.
     """
 
     def __init__(self, path: Path, n_rows: int, arrays: dict[str, tuple[tuple, str, int]],
-                 attrs: dict, config_hash: str):
+                 attrs: dict, config_hash: str, resume_key: str | None = None):
         self.path = Path(path)
         self.n_rows = int(n_rows)
         self.arrays = arrays
@@ -174,7 +176,8 @@ class StoreWriter:
         self.partial = _partial(self.path)
         self.progress_file = _progress(self.path)
         layout = {k: [list(v[0]), v[1], v[2]] for k, v in arrays.items()}
-        self._signature = {"config_hash": config_hash, "n_rows": self.n_rows, "layout": layout}
+        self._signature = {"config_hash": config_hash, "n_rows": self.n_rows, "layout": layout,
+                           "resume_key": resume_key}
         self.rows_done = self._resume_point()
         if self.rows_done == 0:
             self._create(attrs)
@@ -317,5 +320,6 @@ def open_store(path: Path | str, expect_hash: str | None = None) -> FeatureStore
                                        "delete it and rerun the extraction")
         if expect_hash is not None and attrs.get("config_hash") != expect_hash:
             raise StaleStoreError(f"{p}: store was built with config hash {attrs.get('config_hash')} "
-                                  f"but {expect_hash} is expected; rerun the workflow to rebuild it")
+                                  f"but {expect_hash} is expected (it is stale, or was made for another "
+                                  "config); delete it and rerun the workflow to rebuild it")
     return FeatureStore(paths)

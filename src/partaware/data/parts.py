@@ -89,8 +89,9 @@ def _check_files(df: pd.DataFrame, cfg: dict) -> None:
     if missing:
         raise DataError(
             f"dataset {_name(cfg)!r}: {len(missing)} indexed image(s) missing, e.g. {missing[0]}; restore them, "
-            "point the dataset at the full copy, limit it with `max_images`, or set `check_files: false` "
-            "(extraction then follows `data.on_bad_image`)"
+            "point the dataset at the full copy, limit it with `max_images`, or set `data.on_bad_image: skip` "
+            "in the workflow config to skip and list them (build_part_index(..., check_files: false) outside "
+            "the workflow)"
         )
 
 
