@@ -64,3 +64,10 @@ def test_retrieval_bench_faiss_recall():
     out = run_bench("retrieval.py", "--n", "2000", "--dim", "32", "--sample", "5", "--faiss-recall",
                     "--k", "5", "--nlist", "16", "--nprobe", "4", blocked=False)
     assert 0 < out["faiss_recall_at_k"] <= 1 and out["faiss_k"] == 5
+
+
+def test_segmentation_bench():
+    out = run_bench("segmentation.py", "--model", "vit_tiny_patch16_224", "--size", "64", "--batch", "2",
+                    "--classes", "5", "--repeats", "1")
+    assert out["bench"] == "segmentation" and out["feature_channels"] == 4 * 192
+    assert out["backbone_forward_s"] > 0 and out["probe_iteration_s"] > 0

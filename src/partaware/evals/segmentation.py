@@ -20,6 +20,25 @@ IGNORE = 255
 WARMUP_RATIO = 1e-6  # mmseg / mmcv default for linear warm-up
 
 
+def _interp_matrix(n_in: int, n_out: int, device, dtype) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D linear resizing, align_corners=False, as F.interpolate does."""
+    eye = torch.eye(n_in, device=device, dtype=dtype)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+def bilinear_resize(x: torch.Tensor, size) -> torch.Tensor:
+    """F.interpolate(x, size, mode='bilinear', align_corners=False) as two matrix products.
+
+    Bilinear resizing is separable, so rows then columns give the same linear map (equal to
+    float rounding); written as matmuls its backward pass is a matmul too, which on a GPU is an
+    order of magnitude faster than upsample_bilinear2d's scatter-add backward at 512 x 512 x 209.
+    """
+    (h, w), (H, W) = x.shape[-2:], tuple(size)
+    rows = _interp_matrix(h, H, x.device, x.dtype)
+    cols = _interp_matrix(w, W, x.device, x.dtype)
+    return rows @ (x @ cols.T)
+
+
 class SegProbe(nn.Module):
     """feats (B, in_channels, h, w) -> logits (B, num_classes, H, W) at `size` (default h, w)."""
 
@@ -34,7 +53,7 @@ class SegProbe(nn.Module):
     def forward(self, feats: torch.Tensor, size=None) -> torch.Tensor:
         logits = self.conv(self.bn(feats))
         if size is not None and tuple(size) != tuple(logits.shape[-2:]):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+            logits = bilinear_resize(logits, size)
         return logits
 
 
