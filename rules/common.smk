@@ -110,6 +110,12 @@ def eval_stores(wildcards):
     return [store_path(wildcards.dataset, wildcards.model, s) for s in splits]
 
 
+def store_targets():
+    """Every store (or shard manifest) the configured evaluations read."""
+    return [store_path(dataset, model, split) for dataset, ds in CFG["datasets"].items()
+            for model in CFG["models"] for split in C.splits_of(ds)]
+
+
 def eval_targets():
     out = []
     for dataset, ds in CFG["datasets"].items():

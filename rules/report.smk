@@ -3,15 +3,18 @@
 
 rule table:
     input:
-        eval_targets(),
+        evals=eval_targets(),
+        stores=store_targets(),
     output:
         csv=report("results/table.csv", caption="../workflow/report/table.rst", category="Results",
                    labels={"figure": "table (tidy CSV)"}),
         md=report("results/table.md", caption="../workflow/report/table.rst", category="Results",
                   labels={"figure": "table"}),
+        skipped="results/skipped_images.csv",
     log:
         "results/logs/table.log",
     conda:
         "../envs/partaware.yaml"
     shell:
-        "partaware table --csv {output.csv:q} --md {output.md:q} {input:q} > {log:q} 2>&1"
+        "partaware table --csv {output.csv:q} --md {output.md:q} --skipped {output.skipped:q} "
+        "--stores {input.stores:q} -- {input.evals:q} > {log:q} 2>&1"

@@ -6,13 +6,7 @@ import torch
 from partaware.evals.attentive import AttentiveHead, array_batches, train_attentive
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only add contention overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def layer_norm(x, norm):

@@ -7,13 +7,7 @@ import torch
 from partaware.evals.probes import cosine_lr, train_linear, train_logistic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only add contention overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(seed, n, dim=32, classes=4, sep=4.0):

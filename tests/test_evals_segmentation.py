@@ -8,13 +8,7 @@ from partaware.evals.segmentation import (SegProbe, evaluate_seg_probe, poly_lr,
                                           train_seg_probe)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only add contention overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 C_IN, CLASSES, H, UP = 8, 3, 4, 4

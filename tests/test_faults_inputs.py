@@ -30,12 +30,7 @@ TINY = {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}}
 RUNTIME = json.dumps({"device": "cpu", "extract": {"batch_size": 16, "num_workers": 0}})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def partaware(capsys, *argv) -> tuple[int, str]:

@@ -116,6 +116,9 @@ def test_skip_mode_lists_and_counts_bad_images_and_finishes(run):
             assert any(str(run["truncated"]) in s for s in skipped)
             assert any(str(run["missing"]) in s and "not found" in s for s in skipped)
             assert int((store.read("valid") == 0).sum()) == run["bad_rows"]
+    listed = pd.read_csv(run["dir"] / "results" / "skipped_images.csv")
+    assert len(listed) == 4 and set(listed["model"]) == {"ck", "rnd"}
+    assert listed["reason"].str.contains(str(run["truncated"]), regex=False).sum() == 2
 
 
 @pytest.mark.slow

@@ -12,13 +12,7 @@ TINY = dict(arch="vit_tiny_patch16_224", img_size=32, timm_kwargs={"depth": 2})
 TINY12 = dict(arch="vit_tiny_patch16_224", img_size=32)  # all 12 blocks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box they spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _x(size=32, batch=2, seed=0):

@@ -144,3 +144,27 @@ def test_snakemake_lint_passes():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True, env=env)
     assert "Congratulations" in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_probes_read_the_cache_and_never_run_an_encoder(finished_run, monkeypatch):
+    import timm
+
+    from partaware import config as C
+    from partaware import evaluate as E
+    from partaware.models import encoder
+    from partaware.store import open_store
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("an evaluation tried to build an encoder")
+
+    monkeypatch.setattr(timm, "create_model", no_encoder)
+    monkeypatch.setattr(encoder, "build_encoder", no_encoder)
+    monkeypatch.chdir(finished_run)
+    cfg = C.validate(copy.deepcopy(TINY))
+    ctx = E.context(cfg, "demo_parts", "tiny_a")
+    features = Path("results/features/demo_parts/tiny_a")
+    with open_store(features / "train.zarr") as train, open_store(features / "test.zarr") as test:
+        rows = E.attentive_rows(cfg, ctx, train, test) + E.linear_rows(cfg, ctx, train, test)
+    assert {r["task"] for r in rows} == {"attentive", "linear"}
+    assert all(0 <= r["value"] <= 100 for r in rows)

@@ -163,6 +163,10 @@ def cmd_table(args):
     from .report import write_table
 
     write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md))
+    if args.skipped:
+        from .report import write_skipped
+
+        write_skipped([Path(p) for p in args.stores], Path(args.skipped))
 
 
 def cmd_convert_pascal_part(args):
@@ -229,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("table", help="gather evaluation CSVs into results/table.csv and table.md")
     s.add_argument("--csv", required=True)
     s.add_argument("--md", required=True)
+    s.add_argument("--skipped", default=None, help="also list the images the stores skipped (CSV)")
+    s.add_argument("--stores", nargs="*", default=[], help="the stores whose skipped images to list")
     s.add_argument("inputs", nargs="+")
     s.set_defaults(fn=cmd_table)
     s = sub.add_parser("convert-pascal-part", help="raw Pascal-Part .mat + VOC JPEGs -> 193-part / 16-object folders")

@@ -63,3 +63,20 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFra
     _atomic_write(md_path, header + to_markdown(pivot(table)))
     _atomic_write(csv_path, table.to_csv(index=False))
     return table
+
+
+def write_skipped(stores: list[Path], path: Path) -> pd.DataFrame:
+    """One row per image a store left out (`data.on_bad_image: skip`), with the reason."""
+    from .store import open_store
+
+    rows = []
+    for store_path in stores:
+        with open_store(store_path) as store:
+            attrs = store.attrs
+            for reason in attrs.get("skipped_images") or []:
+                rows.append({"dataset": attrs.get("dataset"), "model": attrs.get("model"),
+                             "split": attrs.get("split"), "store": str(store_path), "reason": reason})
+    df = pd.DataFrame(rows, columns=["dataset", "model", "split", "store", "reason"])
+    _atomic_write(path, df.to_csv(index=False))
+    return df
+
