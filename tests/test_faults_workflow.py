@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from partaware.store import open_store
+from workflow_runner import REPO, planned_jobs, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TINY = {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}}
 
 
@@ -43,33 +39,6 @@ def config(ckpt: Path, root: Path) -> dict:
                    "rnd": {**TINY, "weights": "random", "seed": 1}},
         "retrieval": {"features": ["mean", "cls"], "memory_mb": 16},
     }
-
-
-def snakemake(workdir: Path, cfg: dict, *args, check=True):
-    cfg_path = workdir / "config.test.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(cfg_path), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def planned_jobs(workdir: Path, cfg: dict) -> dict[str, int]:
-    """Rule -> job count of a dry run of results/table.csv."""
-    out = snakemake(workdir, cfg, "-n", "results/table.csv").stdout
-    counts, in_stats = {}, False
-    for line in out.splitlines():
-        parts = line.split()
-        if line.startswith("Job stats"):
-            in_stats = True
-        elif in_stats and parts and parts[0] == "total":
-            break
-        elif in_stats and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def save_checkpoint(path: Path, seed: int) -> None:
@@ -143,7 +112,7 @@ def test_error_mode_fails_naming_the_bad_image(tmp_path):
 # --------------------------------------------------------------------------- stale cache
 @pytest.mark.slow
 def test_a_finished_run_has_nothing_to_do(run):
-    assert planned_jobs(run["dir"], run["cfg"]) == {}
+    assert planned_jobs(run["dir"], run["cfg"], "results/table.csv") == {}
 
 
 @pytest.mark.slow
@@ -151,7 +120,7 @@ def test_new_checkpoint_weights_rebuild_only_that_model(run):
     stat, original = run["ckpt"].stat(), run["ckpt"].read_bytes()
     try:
         save_checkpoint(run["ckpt"], seed=1)  # same path, other weights
-        assert planned_jobs(run["dir"], run["cfg"]) == {"extract": 1, "evaluate": 1, "table": 1}
+        assert planned_jobs(run["dir"], run["cfg"], "results/table.csv") == {"extract": 1, "evaluate": 1, "table": 1}
     finally:
         run["ckpt"].write_bytes(original)
         os.utime(run["ckpt"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -164,7 +133,7 @@ def dry_runs(run):
     size["datasets"]["birds"]["size"] = 48
     parts = copy.deepcopy(run["cfg"])
     parts["datasets"]["birds"]["parts"] = [11, 12, 9]
-    return {"size": planned_jobs(run["dir"], size), "parts": planned_jobs(run["dir"], parts)}
+    return {"size": planned_jobs(run["dir"], size, "results/table.csv"), "parts": planned_jobs(run["dir"], parts, "results/table.csv")}
 
 
 @pytest.mark.slow

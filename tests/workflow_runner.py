@@ -1,0 +1,37 @@
+"""Run the Snakemake workflow on a config in a scratch directory, as the tests do."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, config: dict, *args, check=True) -> subprocess.CompletedProcess:
+    cfg_path = workdir / "config.test.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(cfg_path), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config: dict, *targets) -> dict[str, int]:
+    """Rule -> job count of a dry run (what a real run would execute), the `all` rule left out."""
+    out = snakemake(workdir, config, "-n", *targets).stdout
+    counts, in_stats = {}, False
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Job stats"):
+            in_stats = True
+        elif in_stats and parts and parts[0] == "total":
+            break
+        elif in_stats and len(parts) == 2 and parts[1].isdigit() and parts[0] != "all":
+            counts[parts[0]] = int(parts[1])
+    return counts
