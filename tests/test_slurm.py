@@ -248,11 +248,14 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
         f"the LOCAL reference run failed (not a SLURM problem; log {local_log}):\n"
         + local_log.read_text()[-6000:])
 
+    def on_slurm(log: Path, timeout: float) -> subprocess.CompletedProcess:
+        return _run_snakemake(
+            ["--snakefile", str(snakefile), *config_args,
+             "--profile", str(PROFILE), "--profile", str(overlay), "results/table.csv"],
+            cwd=slurm_dir, env=env, log=log, timeout=timeout)
+
     slurm_log = tmp_path / "slurm.log"
-    res = _run_snakemake(
-        ["--snakefile", str(snakefile), *config_args,
-         "--profile", str(PROFILE), "--profile", str(overlay), "results/table.csv"],
-        cwd=slurm_dir, env=env, log=slurm_log, timeout=1800)
+    res = on_slurm(slurm_log, timeout=1800)
     text = slurm_log.read_text()
     assert res.returncode == 0, f"the SLURM run failed (log {slurm_log}):\n{text[-8000:]}"
     submitted = SUBMITTED.findall(text)
@@ -280,10 +283,7 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
                      slurm_dir / "results" / "evals" / "demo_parts" / model / "retrieval.csv"):
             path.unlink()
         rerun_log = tmp_path / "slurm-rerun.log"
-        res = _run_snakemake(
-            ["--snakefile", str(snakefile), *config_args,
-             "--profile", str(PROFILE), "--profile", str(overlay), "results/table.csv"],
-            cwd=slurm_dir, env=env, log=rerun_log, timeout=900)
+        res = on_slurm(rerun_log, timeout=900)
         text = rerun_log.read_text()
         assert res.returncode == 0, f"the SLURM rerun failed (log {rerun_log}):\n{text[-8000:]}"
         rules = [cluster.run("scontrol", "-o", "show", "job", job).stdout for _, job in SUBMITTED.findall(text)]

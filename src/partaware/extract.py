@@ -390,7 +390,7 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
 
     import timm
 
-    checkpoint_sha = _sha256_of(checkpoint)
+    checkpoint_sha = encoder.checkpoint_sha256 or ""  # hashed once, when the encoder verified it
     images = ([str(s["img"]) for s in samples] if ds["kind"] == "segfolder"
                                else index["image_path"].astype(str).tolist())
     # What the config hash cannot see: the checkpoint's bytes and the exact rows to extract.
@@ -434,18 +434,3 @@ def _skipped_before(writer: StoreWriter, images: list[str], start: int) -> list[
         return []
     invalid = np.flatnonzero(writer.backend.read("valid", 0, start) == 0)
     return list(dict.fromkeys(f"{images[i]}: skipped before the resume" for i in invalid))
-
-
-def _sha256_of(path: Path | None) -> str:
-    if path is None:
-        return ""
-    sidecar = Path(str(path) + ".sha256")
-    if sidecar.exists():
-        return sidecar.read_text().split()[0]
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
