@@ -2,7 +2,8 @@
 
 Training on cached features only pays off if one probe iteration (BatchNorm + 1x1 conv over the
 concatenated block maps, bilinear upsampling to the label size, cross entropy, AdamW step) costs
-less than the backbone's forward pass on the same batch. Prints one JSON line with both.
+less than the backbone's forward pass on the same batch. Prints one JSON line with both, and the
+probe iteration with the unfused loss (resized logits materialised) measured in the same run.
 
     python bench/segmentation.py                      # GPU: ViT-B/16, batch 16, 512 x 512, 4 blocks
     python bench/segmentation.py --model vit_tiny_patch16_224 --size 128 --batch 4   # CPU smoke
@@ -15,20 +16,25 @@ import time
 
 import torch
 
+from partaware.evals.resized_ce import resized_cross_entropy, triton
 from partaware.evals.segmentation import SegProbe
 from partaware.models.encoder import build_encoder
 
 
-def _timed(fn, device, repeats: int) -> float:
-    fn()  # warm-up (cuDNN / allocator)
-    if device.type == "cuda":
+def _timed(fn, device, repeats: int) -> tuple[float, float | None]:
+    """Mean seconds per call after one warm-up call, and the peak device memory (MiB) of the calls."""
+    gpu = device.type == "cuda"
+    fn()  # warm-up (cuDNN / allocator / Triton compilation)
+    if gpu:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
-    if device.type == "cuda":
+    if gpu:
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / repeats
+    seconds = (time.perf_counter() - t0) / repeats
+    return seconds, round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None
 
 
 def main(argv=None):
@@ -61,25 +67,27 @@ def main(argv=None):
 
     probe_amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.probe_precision == "bf16")
 
-    def probe_step():
+    def probe_step(fused):
         with torch.autocast(**probe_amp):
-            logits = probe(feats.float(), size=labels.shape[-2:])
-            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+            loss = resized_cross_entropy(probe(feats.float()), labels, ignore_index=255, fused=fused)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    backbone_s = _timed(backbone, device, args.repeats)
-    probe_s = _timed(probe_step, device, args.repeats)
+    fused = gpu and triton is not None  # what train_seg_probe picks on this machine
+    backbone_s, _ = _timed(backbone, device, args.repeats)
+    probe_s, probe_mb = _timed(lambda: probe_step(fused), device, args.repeats)
+    unfused_s, unfused_mb = _timed(lambda: probe_step(False), device, args.repeats) if fused else (probe_s, probe_mb)
     print(json.dumps({
         "bench": "segmentation", "device": torch.cuda.get_device_name() if gpu else "cpu",
         "model": args.model, "size": args.size, "batch": args.batch, "blocks": args.blocks,
         "feature_channels": int(feats.shape[1]), "classes": args.classes,
-        "probe_precision": args.probe_precision,
+        "probe_precision": args.probe_precision, "fused_loss": fused,
         "backbone_forward_s": round(backbone_s, 5), "probe_iteration_s": round(probe_s, 5),
+        "probe_iteration_unfused_s": round(unfused_s, 5),
         "ratio_probe_over_backbone": round(probe_s / backbone_s, 3),
         "probe_faster": probe_s < backbone_s,
-        "peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None,
+        "probe_peak_device_mb": probe_mb, "probe_unfused_peak_device_mb": unfused_mb,
         "torch": torch.__version__}))
 
 

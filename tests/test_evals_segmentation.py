@@ -81,19 +81,3 @@ def test_training_is_deterministic():
     b = train_seg_probe(batches(feats, labels), CLASSES, iters=5, warmup_iters=1500, seed=2, device="cpu")
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
-
-
-def test_bilinear_resize_equals_interpolate():
-    import torch.nn.functional as F
-
-    from partaware.evals.segmentation import bilinear_resize
-
-    x = torch.randn(2, 5, 8, 6, dtype=torch.float64, requires_grad=True)
-    for size in [(37, 29), (128, 96), (8, 6)]:
-        ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        out = bilinear_resize(x, size)
-        assert torch.allclose(out, ref, atol=1e-12)
-        g = torch.randn_like(ref)
-        (gr,) = torch.autograd.grad((ref * g).sum(), x)
-        (go,) = torch.autograd.grad((out * g).sum(), x)
-        assert torch.allclose(go, gr, atol=1e-12)

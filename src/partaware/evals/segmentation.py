@@ -2,7 +2,8 @@
 
 BatchNorm2d over the concatenated block maps -> 1x1 conv -> logits bilinearly resized to the
 label size (align_corners=False), trained with AdamW under mmseg's poly schedule with linear
-warm-up and cross entropy ignoring 255. Training on cached features of fixed views is the fast
+warm-up and cross entropy ignoring 255 (`resized_cross_entropy`: fused on a GPU so the
+label-size logits are never stored). Training on cached features of fixed views is the fast
 approximation of the paper's augmented, slide-inference mmseg runs; results must say so.
 """
 from __future__ import annotations
@@ -12,31 +13,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .metrics import confusion_matrix, pick_device, seg_metrics
+from .resize import bilinear_resize
+from .resized_ce import resized_cross_entropy
 
 IGNORE = 255
 WARMUP_RATIO = 1e-6  # mmseg / mmcv default for linear warm-up
-
-
-def _interp_matrix(n_in: int, n_out: int, device, dtype) -> torch.Tensor:
-    """(n_out, n_in) weights of 1-D linear resizing, align_corners=False, as F.interpolate does."""
-    eye = torch.eye(n_in, device=device, dtype=dtype)[None]
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
-
-
-def bilinear_resize(x: torch.Tensor, size) -> torch.Tensor:
-    """F.interpolate(x, size, mode='bilinear', align_corners=False) as two matrix products.
-
-    Bilinear resizing is separable, so rows then columns give the same linear map (equal to
-    float rounding); written as matmuls its backward pass is a matmul too, which on a GPU is an
-    order of magnitude faster than upsample_bilinear2d's scatter-add backward at 512 x 512 x 209.
-    """
-    (h, w), (H, W) = x.shape[-2:], tuple(size)
-    rows = _interp_matrix(h, H, x.device, x.dtype)
-    cols = _interp_matrix(w, W, x.device, x.dtype)
-    return rows @ (x @ cols.T)
 
 
 class SegProbe(nn.Module):
@@ -108,7 +91,7 @@ def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: i
                                         weight_decay=weight_decay)
             for group in opt.param_groups:
                 group["lr"] = poly_lr(lr, it, iters, warmup_iters, power)
-            loss = F.cross_entropy(model(x, size=y.shape[-2:]), y, ignore_index=IGNORE)
+            loss = resized_cross_entropy(model(x), y, ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
