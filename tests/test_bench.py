@@ -71,3 +71,5 @@ def test_segmentation_bench():
                     "--classes", "5", "--repeats", "1")
     assert out["bench"] == "segmentation" and out["feature_channels"] == 4 * 192
     assert out["backbone_forward_s"] > 0 and out["probe_iteration_s"] > 0
+    assert out["fused_loss"] is False  # no GPU here: the unfused loss is the baseline and the path
+    assert out["probe_iteration_unfused_s"] == out["probe_iteration_s"]

@@ -64,11 +64,26 @@ def test_unfused_loss_equals_interpolate_then_cross_entropy(shape):
     logits, labels = make_case(shape)
     logits.requires_grad_()
     ref = reference_loss(logits, labels)
-    out = resized_cross_entropy(logits, labels, fused=False)
+    out = resized_cross_entropy(logits, labels, avg_non_ignore=True, fused=False)
     assert torch.allclose(out, ref, atol=1e-12)
     (gr,) = torch.autograd.grad(ref, logits)
     (go,) = torch.autograd.grad(out, logits)
     assert torch.allclose(go, gr, atol=1e-12)
+
+
+def test_default_average_counts_ignored_pixels_as_mmseg_0x():
+    """mmseg before 0.23 (the paper's code) divides the summed loss by all label pixels."""
+    logits, labels = make_case(SHAPES[0])
+    valid = int((labels != 255).sum())
+    assert valid < labels.numel()
+    mean_valid = resized_cross_entropy(logits, labels, avg_non_ignore=True, fused=False)
+    mean_all = resized_cross_entropy(logits, labels, fused=False)
+    assert torch.allclose(mean_all, mean_valid * valid / labels.numel(), atol=1e-12)
+    labels[:] = 255  # nothing to learn from: no loss, no gradient (not NaN)
+    x = logits.clone().requires_grad_()
+    loss = resized_cross_entropy(x, labels, fused=False)
+    loss.backward()
+    assert loss.item() == 0.0 and not x.grad.any()
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -82,14 +97,14 @@ def test_out_of_range_label_is_named(fused):
 INTERPRETED = """
 import json, sys, torch
 sys.path[:0] = [{tests!r}]
-from test_resized_ce import SHAPES, make_case, reference_loss
+from test_resized_ce import SHAPES, make_case
 from partaware.evals.resized_ce import resized_cross_entropy
 report = []
 for shape in SHAPES:
     for dtype in (torch.float32, torch.bfloat16):
         logits, labels = make_case(shape, seed=len(report), dtype=dtype)
         ref_in = logits.double().requires_grad_()
-        ref = 3 * reference_loss(ref_in, labels)
+        ref = 3 * resized_cross_entropy(ref_in, labels, fused=False)
         (ref_grad,) = torch.autograd.grad(ref, ref_in)
         x = logits.requires_grad_()
         out = 3 * resized_cross_entropy(x, labels, fused=True)
@@ -152,7 +167,7 @@ def test_fused_equals_unfused_on_gpu_at_ade20k_part_size():
     grads = []
     for fused in (False, True):
         x = logits.clone().requires_grad_()
-        loss = resized_cross_entropy(x, labels, fused=fused)
+        loss = resized_cross_entropy(x, labels, avg_non_ignore=True, fused=fused)
         loss.backward()
         grads.append((loss.detach(), x.grad))
     (ref, ref_grad), (out, grad) = grads

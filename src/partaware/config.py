@@ -31,7 +31,7 @@ DEFAULTS = {
                   "seeds": [0]},
     "logistic": {"Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "val_fraction": 0.2},
     "segmentation": {"iters": 160000, "batch_size": 16, "lr": 4e-4, "weight_decay": 0.05,
-                     "warmup_iters": 1500, "power": 1.0},
+                     "warmup_iters": 1500, "power": 1.0, "avg_non_ignore": False},
 }
 DATASET_DEFAULTS = {"size": 224, "resize": 256, "blocks": [4, 6, 8, 12]}
 

@@ -178,7 +178,8 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
         model = train_seg_probe(_seg_batches(train, ds["blocks"], label_set, sc["batch_size"]),
                                 num_classes=spec["classes"], iters=sc["iters"], lr=sc["lr"],
                                 weight_decay=sc["weight_decay"], warmup_iters=sc["warmup_iters"],
-                                power=sc["power"], seed=cfg["seed"], device=device, reduce_zero_label=True)
+                                power=sc["power"], avg_non_ignore=sc["avg_non_ignore"], seed=cfg["seed"],
+                                device=device, reduce_zero_label=True)
         metrics = evaluate_seg_probe(model, _seg_batches(val, ds["blocks"], label_set, sc["batch_size"]),
                                      num_classes=spec["classes"], reduce_zero_label=True, device=device)
         n = int(_valid(val).sum())

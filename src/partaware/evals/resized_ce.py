@@ -27,9 +27,11 @@ except ImportError:  # the unfused path needs only torch
 
 
 def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
-                          fused: bool | None = None) -> torch.Tensor:
-    """Mean cross entropy over the pixels of `labels` (B, H, W) not equal to `ignore_index`, of
-    `logits` (B, K, h, w) bilinearly resized (align_corners=False) to (H, W).
+                          avg_non_ignore: bool = False, fused: bool | None = None) -> torch.Tensor:
+    """Cross entropy of `logits` (B, K, h, w) bilinearly resized (align_corners=False) to the
+    size of `labels` (B, H, W), summed over the pixels not labelled `ignore_index` and divided
+    by the number of all pixels, as mmseg 0.x (the paper's code) does, or with
+    `avg_non_ignore=True` by the number of pixels not ignored (mmseg >= 0.23's option).
 
     `fused=None` takes the Triton kernels for CUDA tensors when Triton is installed, the unfused
     torch ops otherwise; True / False force one (True on CPU tensors needs TRITON_INTERPRET=1).
@@ -37,16 +39,17 @@ def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
     _check_labels(labels, logits.shape[1], ignore_index)
     if fused is None:
         fused = logits.is_cuda and triton is not None
-    if not fused:
+    if fused and triton is None:
+        raise RuntimeError("the fused segmentation loss needs Triton: pip install triton, "
+                           "or pass fused=False")
+    if fused:
+        total = _FusedResizedCE.apply(logits, labels.contiguous(), ignore_index).sum()
+    else:
         size = tuple(labels.shape[-2:])
         if size != tuple(logits.shape[-2:]):
             logits = bilinear_resize(logits, size)
-        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
-    if triton is None:
-        raise RuntimeError("the fused segmentation loss needs Triton: pip install triton, "
-                           "or pass fused=False")
-    per_pixel = _FusedResizedCE.apply(logits, labels.contiguous(), ignore_index)
-    return per_pixel.sum() / (labels != ignore_index).sum()
+        total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    return total / ((labels != ignore_index).sum() if avg_non_ignore else labels.numel())
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:

@@ -66,11 +66,12 @@ def _feats(feats, dev) -> torch.Tensor:
 def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: int, iters: int,
                     lr: float = 4e-4, betas=(0.9, 0.999), weight_decay: float = 0.05,
                     warmup_iters: int = 1500, power: float = 1.0, reduce_zero_label: bool = False,
-                    seed: int = 0, device=None) -> SegProbe:
+                    avg_non_ignore: bool = False, seed: int = 0, device=None) -> SegProbe:
     """Train a `SegProbe` for `iters` steps, cycling over `train_batches()` (called again
     whenever it runs out) of (feats (B, C, h, w), labels (B, H, W)); fp16 feats are upcast.
 
-    Weight decay applies to every parameter, as mmseg's default optimiser constructor does.
+    Weight decay applies to every parameter, as mmseg's default optimiser constructor does;
+    `avg_non_ignore` as in `resized_cross_entropy` (False: mmseg 0.x, the paper's code).
     """
     if iters < 1:
         raise ValueError("iters must be at least 1")
@@ -91,7 +92,7 @@ def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: i
                                         weight_decay=weight_decay)
             for group in opt.param_groups:
                 group["lr"] = poly_lr(lr, it, iters, warmup_iters, power)
-            loss = resized_cross_entropy(model(x), y, ignore_index=IGNORE)
+            loss = resized_cross_entropy(model(x), y, IGNORE, avg_non_ignore)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
