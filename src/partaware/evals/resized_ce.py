@@ -115,8 +115,14 @@ def _sum_corners(corner_grads: torch.Tensor) -> torch.Tensor:
 
 if triton is not None:
     @triton.jit
-    def _cell_corners(z_ptr, b, a, c, h, w, K, ks, kmask):
-        """The logit vectors at grid points (a, c), (a, c+1), (a+1, c), (a+1, c+1), clamped."""
+    def _this_cell(z_ptr, h, w, K, BLOCK_K: tl.constexpr):
+        """This program's image b and grid cell (a, c), the class offsets, and the logit vectors
+        at the cell's corners (a, c), (a, c+1), (a+1, c), (a+1, c+1), clamped to the grid."""
+        b = tl.program_id(0).to(tl.int64)
+        a = tl.program_id(1)
+        c = tl.program_id(2)
+        ks = tl.arange(0, BLOCK_K)
+        kmask = ks < K
         a1 = tl.minimum(a + 1, h - 1)
         c1 = tl.minimum(c + 1, w - 1)
         img = z_ptr + b * h * w * K
@@ -124,33 +130,39 @@ if triton is not None:
         z01 = tl.load(img + (a * w + c1) * K + ks, mask=kmask, other=0.0)
         z10 = tl.load(img + (a1 * w + c) * K + ks, mask=kmask, other=0.0)
         z11 = tl.load(img + (a1 * w + c1) * K + ks, mask=kmask, other=0.0)
-        return z00, z01, z10, z11
+        return b, a, c, ks, kmask, z00, z01, z10, z11
+
+    @triton.jit
+    def _row_ends(wy_ptr, r, z00, z01, z10, z11):
+        """Output row r's weights on the cell's two grid rows and its logits at the cell's left
+        and right grid columns."""
+        wy0 = tl.load(wy_ptr + 2 * r)
+        wy1 = tl.load(wy_ptr + 2 * r + 1)
+        return wy0, wy1, wy0 * z00 + wy1 * z10, wy0 * z01 + wy1 * z11
+
+    @triton.jit
+    def _chunk_logits(za, zb, wx_ptr, c0, col_hi, kmask, BLOCK_C: tl.constexpr):
+        """Logits (BLOCK_C, BLOCK_K) of output columns c0.. (< col_hi) of one row, from the row's
+        two column-end vectors za, zb; classes past K are -inf so they drop out of the softmax."""
+        cols = c0 + tl.arange(0, BLOCK_C)
+        cmask = cols < col_hi
+        wx0 = tl.load(wx_ptr + 2 * cols, mask=cmask, other=0.0)
+        wx1 = tl.load(wx_ptr + 2 * cols + 1, mask=cmask, other=0.0)
+        v = wx0[:, None] * za[None, :] + wx1[:, None] * zb[None, :]
+        return cols, cmask, wx0, wx1, tl.where(kmask[None, :], v, float("-inf"))
 
     @triton.jit
     def _resized_ce_fwd(z_ptr, y_ptr, loss_ptr, lse_ptr, wy_ptr, wx_ptr, row_run_ptr, col_run_ptr,
                         h, w, H, W, K, ignore_index,
                         BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
         """One program per (image, grid cell): loss and log-sum-exp of the cell's pixels."""
-        b = tl.program_id(0).to(tl.int64)
-        a = tl.program_id(1)
-        c = tl.program_id(2)
-        ks = tl.arange(0, BLOCK_K)
-        kmask = ks < K
-        z00, z01, z10, z11 = _cell_corners(z_ptr, b, a, c, h, w, K, ks, kmask)
+        b, a, c, ks, kmask, z00, z01, z10, z11 = _this_cell(z_ptr, h, w, K, BLOCK_K)
         col_lo = tl.load(col_run_ptr + c)
         col_hi = tl.load(col_run_ptr + c + 1)
         for r in range(tl.load(row_run_ptr + a), tl.load(row_run_ptr + a + 1)):
-            wy0 = tl.load(wy_ptr + 2 * r)
-            wy1 = tl.load(wy_ptr + 2 * r + 1)
-            za = wy0 * z00 + wy1 * z10
-            zb = wy0 * z01 + wy1 * z11
+            wy0, wy1, za, zb = _row_ends(wy_ptr, r, z00, z01, z10, z11)
             for c0 in range(col_lo, col_hi, BLOCK_C):
-                cols = c0 + tl.arange(0, BLOCK_C)
-                cmask = cols < col_hi
-                wx0 = tl.load(wx_ptr + 2 * cols, mask=cmask, other=0.0)
-                wx1 = tl.load(wx_ptr + 2 * cols + 1, mask=cmask, other=0.0)
-                v = wx0[:, None] * za[None, :] + wx1[:, None] * zb[None, :]
-                v = tl.where(kmask[None, :], v, float("-inf"))
+                cols, cmask, wx0, wx1, v = _chunk_logits(za, zb, wx_ptr, c0, col_hi, kmask, BLOCK_C)
                 top = tl.max(v, axis=1)
                 lse = top + tl.log(tl.sum(tl.exp(v - top[:, None]), axis=1))
                 pix = (b * H + r) * W + cols
@@ -165,12 +177,7 @@ if triton is not None:
                         BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
         """One program per (image, grid cell): (softmax - one-hot) * upstream gradient of the
         cell's pixels, weighted by their interpolation weights, summed into its four corners."""
-        b = tl.program_id(0).to(tl.int64)
-        a = tl.program_id(1)
-        c = tl.program_id(2)
-        ks = tl.arange(0, BLOCK_K)
-        kmask = ks < K
-        z00, z01, z10, z11 = _cell_corners(z_ptr, b, a, c, h, w, K, ks, kmask)
+        b, a, c, ks, kmask, z00, z01, z10, z11 = _this_cell(z_ptr, h, w, K, BLOCK_K)
         g00 = tl.zeros([BLOCK_K], dtype=tl.float32)
         g01 = tl.zeros([BLOCK_K], dtype=tl.float32)
         g10 = tl.zeros([BLOCK_K], dtype=tl.float32)
@@ -178,19 +185,11 @@ if triton is not None:
         col_lo = tl.load(col_run_ptr + c)
         col_hi = tl.load(col_run_ptr + c + 1)
         for r in range(tl.load(row_run_ptr + a), tl.load(row_run_ptr + a + 1)):
-            wy0 = tl.load(wy_ptr + 2 * r)
-            wy1 = tl.load(wy_ptr + 2 * r + 1)
-            za = wy0 * z00 + wy1 * z10
-            zb = wy0 * z01 + wy1 * z11
+            wy0, wy1, za, zb = _row_ends(wy_ptr, r, z00, z01, z10, z11)
             ga = tl.zeros([BLOCK_K], dtype=tl.float32)
             gb = tl.zeros([BLOCK_K], dtype=tl.float32)
             for c0 in range(col_lo, col_hi, BLOCK_C):
-                cols = c0 + tl.arange(0, BLOCK_C)
-                cmask = cols < col_hi
-                wx0 = tl.load(wx_ptr + 2 * cols, mask=cmask, other=0.0)
-                wx1 = tl.load(wx_ptr + 2 * cols + 1, mask=cmask, other=0.0)
-                v = wx0[:, None] * za[None, :] + wx1[:, None] * zb[None, :]
-                v = tl.where(kmask[None, :], v, float("-inf"))
+                cols, cmask, wx0, wx1, v = _chunk_logits(za, zb, wx_ptr, c0, col_hi, kmask, BLOCK_C)
                 pix = (b * H + r) * W + cols
                 lse = tl.load(lse_ptr + pix, mask=cmask, other=0.0)
                 y = tl.load(y_ptr + pix, mask=cmask, other=ignore_index)
