@@ -54,9 +54,9 @@ def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
 
 def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """F.cross_entropy would index out of range (a device assert on CUDA); say which value."""
-    bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
-    if bad.numel():
-        raise ValueError(f"label value {int(bad[0])} out of range: the probe has {num_classes} "
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(f"label value {int(labels[bad][0])} out of range: the probe has {num_classes} "
                          f"classes (0..{num_classes - 1}) and ignores {ignore_index}")
 
 
