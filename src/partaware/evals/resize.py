@@ -36,7 +36,7 @@ class Taps(NamedTuple):
     weight[o, 1] * in[i + 1] for the one input i with run_start[i] <= o < run_start[i + 1]
     (outputs reading the same first input are contiguous); `longest_run` bounds those runs."""
 
-    weight: torch.Tensor      # (n_out, 2) float32; weight[o, 1] is 0 where first[o] is the last input
+    weight: torch.Tensor      # (n_out, 2) float32; weight[o, 1] is 0 where the first tap is the last input
     run_start: torch.Tensor   # (n_in + 1,) int64
     longest_run: int
 
