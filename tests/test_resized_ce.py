@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from packaging.version import Version
 
 from partaware.evals.resize import bilinear_resize, interp_matrix, resize_taps
 from partaware.evals.resized_ce import resized_cross_entropy
@@ -119,7 +120,10 @@ print(json.dumps(report))
 
 def test_fused_kernels_equal_the_reference_in_triton_interpreter():
     """The Triton kernels themselves, run by Triton's CPU interpreter: loss and gradient."""
-    pytest.importorskip("triton")
+    triton = pytest.importorskip("triton")
+    if Version(triton.__version__) < Version("3.7"):
+        pytest.skip(f"Triton {triton.__version__}'s CPU interpreter cannot take a loaded value as a "
+                    "loop bound (3.7 can); its compiled kernels can: the GPU test covers them")
     tests = os.path.dirname(__file__)
     env = dict(os.environ, TRITON_INTERPRET="1")
     done = subprocess.run([sys.executable, "-c", INTERPRETED.format(tests=tests)], env=env,
