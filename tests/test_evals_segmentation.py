@@ -9,6 +9,9 @@ from partaware.evals.segmentation import (SegProbe, evaluate_seg_probe, poly_lr,
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# on a GPU the probe trains through the fused Triton loss, on the CPU through torch ops
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs a CUDA device"))]
 
 
 C_IN, CLASSES, H, UP = 8, 3, 4, 4
@@ -55,23 +58,25 @@ def test_probe_shapes():
     assert m(torch.randn(2, C_IN, H, H)).shape == (2, CLASSES, H, H)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("zero_label", [False, True])
-def test_probe_learns_separable_dense_problem(zero_label):
+def test_probe_learns_separable_dense_problem(zero_label, device):
     feats, labels = dense_data(0, 64, zero_label=zero_label)
     model = train_seg_probe(batches(feats, labels), CLASSES, iters=100, lr=0.1, warmup_iters=10,
-                            weight_decay=0.0, reduce_zero_label=zero_label, device="cpu")
+                            weight_decay=0.0, reduce_zero_label=zero_label, device=device)
     tf, tl = dense_data(1, 32, zero_label=zero_label)
-    m = evaluate_seg_probe(model, batches(tf, tl), CLASSES, reduce_zero_label=zero_label, device="cpu")
+    m = evaluate_seg_probe(model, batches(tf, tl), CLASSES, reduce_zero_label=zero_label, device=device)
     assert m["mIoU"] > 0.9 and m["aAcc"] > 0.95
     assert m["iou"].shape == (CLASSES,)
 
 
-def test_probe_chance_on_shuffled_labels():
+@pytest.mark.parametrize("device", DEVICES)
+def test_probe_chance_on_shuffled_labels(device):
     feats, labels = dense_data(0, 32, shuffle=True)
     model = train_seg_probe(batches(feats, labels), CLASSES, iters=60, lr=0.05, warmup_iters=10,
-                            device="cpu")
+                            device=device)
     tf, tl = dense_data(1, 32, shuffle=True)
-    m = evaluate_seg_probe(model, batches(tf, tl), CLASSES, device="cpu")
+    m = evaluate_seg_probe(model, batches(tf, tl), CLASSES, device=device)
     assert m["aAcc"] < 0.42
 
 
