@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from partaware import extract as E
+from partaware.devices import autocast_dtype, resolve_device
 from partaware.data.demo import generate_demo_cub
 from partaware.data.images import crop_patch, load_rgb, patch_transform
 from partaware.data.parts import build_part_index, select_split, write_index
@@ -243,8 +244,8 @@ def main(argv=None):
         except ImportError:
             args.format = "hdf5"
     suffix = {"zarr": ".zarr", "hdf5": ".h5"}[args.format]
-    device = E.resolve_device(args.device)
-    amp = E.autocast_dtype(args.precision, device)
+    device = resolve_device(args.device)
+    amp = autocast_dtype(args.precision, device)
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="partaware-bench-")
     work = args.workdir or Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)

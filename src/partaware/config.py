@@ -1,6 +1,6 @@
 """Load and validate the workflow config; derive what each job needs and the hashes that key the cache.
 
-Config is data: it is checked against `workflow/schemas/config.schema.yaml` and a few semantic rules
+Config is data: it is checked against `config.schema.yaml` (shipped inside the package) and a few semantic rules
 before any job starts, and every error is one line naming the key and the fix.
 """
 from __future__ import annotations
@@ -8,12 +8,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,11 +68,16 @@ def _schema_error(err) -> ConfigError:
     return ConfigError(f"config key {where}: {err.message}")
 
 
+def load_schema() -> dict:
+    """The config schema, read from the installed package (works outside the source tree)."""
+    return yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
+
+
 def validate(config: dict) -> dict:
     """Check `config` against the schema and the semantic rules; return it with defaults filled."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
                     key=lambda e: list(e.absolute_path))
     if errors:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .extract import resolve_device
+from .devices import resolve_device
 from .store import FeatureStore
 
 PROTOCOL_SEG = "cached, fixed view (the paper trains with augmentation and slide inference)"

@@ -32,6 +32,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from . import config as C
+from .devices import autocast, autocast_dtype, resolve_device
 from .data.errors import DataError
 from .data.images import crop_patch, load_rgb, patch_transform, describe_transform
 from .store import StoreWriter
@@ -40,21 +41,6 @@ log = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _WRITE_QUEUE = 2  # batches waiting for the writer thread
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible; use device: auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device):
-    """None means fp32. `auto` is bf16 on a GPU (features agree with fp32 to cos >= 0.999)."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
@@ -280,10 +266,6 @@ def _batch_arrays(layout: dict, valid: np.ndarray, known: dict, per_valid: dict)
     return out
 
 
-def _autocast(device, amp):
-    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
-
-
 def _to_host(tensors: dict, layout: dict) -> dict:
     """Cast features to their store dtype on the device and queue their copy to the host."""
     return {k: v.float().to(_TORCH_DTYPES[layout[k][1]]).to("cpu", non_blocking=True)
@@ -307,7 +289,7 @@ def _part_step(encoder, device, amp, table, arrays, label_of, layout):
         feats = {}
         if len(patches):
             x = normalise(patches.to(device, non_blocking=True), table)
-            with torch.inference_mode(), _autocast(device, amp):
+            with torch.inference_mode(), autocast(device, amp):
                 out = encoder(x)
             feats = _to_host({a: out[a] for a in arrays}, layout)
         wait = _done_marker(device)
@@ -326,7 +308,7 @@ def _seg_step(encoder, device, amp, blocks, layout):
         rows, valid, images, labels, errors = batch
         maps = {}
         if len(images):
-            with torch.inference_mode(), _autocast(device, amp):
+            with torch.inference_mode(), autocast(device, amp):
                 out = encoder.dense(images.to(device, non_blocking=True), blocks)
             maps = _to_host({f"layers/{b}": out[b] for b in blocks}, layout)
         wait = _done_marker(device)

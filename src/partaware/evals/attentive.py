@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import pick_device
+from ..devices import pick_device
 from .probes import cosine_lr, summarise_history
 
 Batches = Callable[[], Iterable[tuple]]

@@ -1,5 +1,5 @@
 """Small metrics shared by the evaluations: confusion matrices, mmseg-style segmentation
-scores, top-1 accuracy, and the run-time device choice.
+scores, and top-1 accuracy.
 
 Accuracies and IoUs are fractions in [0, 1] (multiply by 100 for the paper's tables).
 """
@@ -7,13 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-
-def pick_device(device=None) -> torch.device:
-    """The device to compute on: the one asked for, else CUDA when present, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import pick_device
+from ..devices import pick_device
 
 try:
     import faiss

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import pick_device
+from ..devices import pick_device
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -119,10 +119,3 @@ def train_logistic(train_x, train_y, test_x, test_y, Cs=(1e-3, 1e-2, 1e-1, 1.0, 
     best_c = max(val_acc, key=lambda c: (val_acc[c], -c))
     acc = float(fit(xtr, ytr, best_c).score(xte, yte))
     return {"acc": acc, "C": best_c, "val_acc": val_acc}
-
-
-def train_attentive(*args, **kwargs) -> dict:
-    """The attentive probe; see `partaware.evals.attentive.train_attentive`."""
-    from .attentive import train_attentive as impl
-
-    return impl(*args, **kwargs)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import pick_device
+from ..devices import pick_device
 
 # Peak bytes per (query, sample) pair in one block: fp32 scores, int32 temporaries, int64
 # keys, a mask, the positives' positions and keys, with head-room. torch.sort also returns

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .metrics import confusion_matrix, pick_device, seg_metrics
+from ..devices import pick_device
+from .metrics import confusion_matrix, seg_metrics
 from .resize import bilinear_resize
 from .resized_ce import resized_cross_entropy
 
