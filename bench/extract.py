@@ -42,7 +42,8 @@ from partaware import extract as E
 from partaware.devices import autocast_dtype, resolve_device
 from partaware.data.demo import generate_demo_cub
 from partaware.data.images import crop_patch, load_rgb, patch_transform
-from partaware.data.parts import build_part_index, select_split, write_index
+from partaware.data.parts import select_split, write_index
+from partaware.kinds import build_part_index
 from partaware.models.encoder import build_encoder
 from partaware.store import StoreWriter
 
@@ -138,7 +139,7 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
 
     write_index(index, work / "index.parquet")
     loop_seconds = []
-    run_loop = E._run
+    run_loop = E.run_batches
 
     def timed_loop(*a, **k):  # the time inside extract's loop, model building and publishing left out
         t0 = time.perf_counter()
@@ -147,13 +148,13 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
         finally:
             loop_seconds.append(time.perf_counter() - t0)
 
-    E._run = timed_loop
+    E.run_batches = timed_loop
     try:
         t0 = time.perf_counter()
         E.extract(cfg, "bench", "m", "all", work / "index.parquet", work / f"extract{suffix}")
         seconds = time.perf_counter() - t0
     finally:
-        E._run = run_loop
+        E.run_batches = run_loop
     return {"b_seconds": seconds, "b_loop_s": loop_seconds[0],
             "b_patches_per_s": len(index) / loop_seconds[0],
             "b_end_to_end_patches_per_s": len(index) / seconds}

@@ -4,6 +4,7 @@ import os
 import sys
 
 from partaware import config as C
+from partaware import kinds
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 
 # No `configfile:` directive: with --configfile only that file counts (a directive would merge
@@ -32,7 +33,8 @@ os.environ.update(PARTAWARE_RUNTIME=json.dumps({"device": CFG["device"],
 
 
 def spec(*, dataset=None, model=None, sections=()):
-    """The part of the config a job depends on (its params: a change reruns the job)."""
+    """The part of the config a job depends on (its params: a change reruns the job). Run-time
+    knobs are left out; the job fills them from the schema's defaults or $PARTAWARE_RUNTIME."""
     out = {k: CFG[k] for k in ("seed", "cache", "data", *sections)}
     out["extract"] = {k: CFG["extract"][k] for k in ("shards", "precision")}
     out["datasets"] = {dataset: CFG["datasets"][dataset]} if dataset else {}
@@ -57,25 +59,22 @@ def checkpoint_spec(model):
     return json.dumps({"models": {model: m}, "datasets": {}}, sort_keys=True)
 
 
+def kind_of(dataset):
+    return kinds.of(CFG["datasets"][dataset])
+
+
 def is_demo(dataset):
     return "demo" in CFG["datasets"][dataset]
 
 
-def is_seg(dataset):
-    return CFG["datasets"][dataset]["kind"] == "segfolder"
+def indexed_datasets():
+    """Datasets whose kind builds a part index first."""
+    return [d for d in CFG["datasets"] if kind_of(d).has_index]
 
 
 def dataset_inputs(wildcards):
     """Files a part index depends on: the generated demo folder, or the dataset's annotation files."""
-    ds = CFG["datasets"][wildcards.dataset]
-    if is_demo(wildcards.dataset):
-        return [ds["root"]]
-    if ds["kind"] == "cub":
-        return [f"{ds['root']}/{f}" for f in ("images.txt", "train_test_split.txt",
-                                               "parts/parts.txt", "parts/part_locs.txt")]
-    if ds["kind"] == "coco":
-        return [ds["train"]["annotations"], ds["test"]["annotations"]]
-    return []
+    return kind_of(wildcards.dataset).index_inputs(CFG["datasets"][wildcards.dataset])
 
 
 def checkpoint_path(model):
@@ -94,20 +93,23 @@ def store_path(dataset, model, split):
     return f"{base}{EXT}" if SHARDS == 1 else f"{base}.shards.json"
 
 
+def shard_suffix(shard):
+    """The file-name part of shard k ('' when extraction is not sharded)."""
+    return "" if SHARDS == 1 else f".shard{shard}of{SHARDS}"
+
+
 def shard_path(dataset, model, split, shard):
-    base = f"results/features/{dataset}/{model}/{split}"
-    return f"{base}{EXT}" if SHARDS == 1 else f"{base}.shard{shard}of{SHARDS}{EXT}"
+    return f"results/features/{dataset}/{model}/{split}{shard_suffix(shard)}{EXT}"
+
+
+def shard_number(wildcards):
+    """The `--shard` of an extraction job, read back from its file name."""
+    return int(wildcards.shard[len(".shard"):].split("of")[0]) if wildcards.shard else 0
 
 
 def eval_stores(wildcards):
     ds = CFG["datasets"][wildcards.dataset]
-    if wildcards.task == "retrieval":
-        splits = ["all"]
-    elif wildcards.task == "segmentation":
-        splits = C.seg_splits(ds)
-    else:
-        splits = ["train", "test"]
-    return [store_path(wildcards.dataset, wildcards.model, s) for s in splits]
+    return [store_path(wildcards.dataset, wildcards.model, s) for s in C.task_splits(ds, wildcards.task)]
 
 
 def store_targets():
@@ -126,14 +128,13 @@ def eval_targets():
 
 
 # --------------------------------------------------------------------------------- extraction
-def extract_index(wildcards):
-    if is_seg(wildcards.dataset):
-        return [CFG["datasets"][wildcards.dataset]["root"]] if is_demo(wildcards.dataset) else []
-    return f"results/index/{wildcards.dataset}/{wildcards.split}.parquet"
+def extract_inputs(wildcards):
+    return kind_of(wildcards.dataset).extract_inputs(CFG["datasets"][wildcards.dataset], wildcards.split)
 
 
 def index_arg(wildcards, input):
-    return "" if is_seg(wildcards.dataset) else f"--index {input.index}"
+    index = [p for p in input.data if str(p).endswith(".parquet")]
+    return f"--index {index[0]}" if index else ""
 
 
 def checkpoint_arg(wildcards, input):
@@ -155,16 +156,16 @@ def demo_root(wildcards):
 
 def figure_split(dataset):
     """The segmentation split whose images are shown: the evaluated one (val)."""
-    return C.seg_splits(CFG["datasets"][dataset])[-1]
+    return C.task_splits(CFG["datasets"][dataset], "segmentation")[-1]
 
 
 def figure_targets():
     """Every figure of the configured datasets, and the summary of the table."""
     out = []
     for dataset, ds in CFG["datasets"].items():
-        if is_seg(dataset):
+        if "segmentation" in ds["tasks"]:
             out.append(f"results/figures/{dataset}/feature_maps.png")
-        elif "retrieval" in ds["tasks"]:
+        if "retrieval" in ds["tasks"]:
             out.append(f"results/figures/{dataset}/retrieval_grid.png")
     return out + ["results/figures/summary.png"]
 
@@ -172,6 +173,6 @@ def figure_targets():
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_\-]+",
     model=r"[A-Za-z0-9_\-]+",
-    split=r"all|train|test|val",
+    split=r"[A-Za-z0-9_\-]+",
     task=r"retrieval|linear|attentive|logistic|segmentation",
-    shard=r"\d+",
+    shard=r"(\.shard\d+of\d+)?",

@@ -9,7 +9,7 @@ rule demo_data:
     log:
         "results/logs/demo_data/{dataset}.log",
     conda:
-        "../envs/partaware.yaml"
+        "../envs/report.yaml"
     shell:
         "partaware demo-data --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
 
@@ -28,7 +28,7 @@ rule part_index:
     benchmark:
         "results/benchmarks/part_index/{dataset}.tsv"
     conda:
-        "../envs/partaware.yaml"
+        "../envs/report.yaml"
     shell:
         "partaware index --spec {params.spec:q} --dataset {wildcards.dataset} "
         "--outdir results/index/{wildcards.dataset} > {log:q} 2>&1"
@@ -44,6 +44,6 @@ rule fetch_checkpoint:
     resources:
         runtime=240,
     conda:
-        "../envs/partaware.yaml"
+        "../envs/torch.yaml"
     shell:
         "partaware fetch --spec {params.spec:q} --model {wildcards.model} --out {output:q} > {log:q} 2>&1"

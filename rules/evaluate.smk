@@ -20,7 +20,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=240,
     conda:
-        "../envs/partaware.yaml"
+        "../envs/torch.yaml"
     shell:
         "partaware evaluate --spec {params.spec:q} --threads {threads} "
         "--task {wildcards.task} --dataset {wildcards.dataset} --model {wildcards.model} "

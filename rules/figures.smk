@@ -18,7 +18,7 @@ rule retrieval_grid:
     resources:
         mem_mb=4000,
     conda:
-        "../envs/partaware.yaml"
+        "../envs/torch.yaml"
     shell:
         "partaware figure-grid --spec {params.spec:q} --dataset {wildcards.dataset} --index {input.index:q} "
         "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
@@ -40,7 +40,7 @@ rule feature_maps:
     resources:
         mem_mb=4000,
     conda:
-        "../envs/partaware.yaml"
+        "../envs/torch.yaml"
     shell:
         "partaware figure-maps --spec {params.spec:q} --dataset {wildcards.dataset} --split {params.split} "
         "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
@@ -55,6 +55,6 @@ rule summary_plot:
     log:
         "results/logs/figures/summary.log",
     conda:
-        "../envs/partaware.yaml"
+        "../envs/report.yaml"
     shell:
         "partaware figure-summary --table {input:q} --out {output:q} > {log:q} 2>&1"

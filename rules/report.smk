@@ -14,7 +14,7 @@ rule table:
     log:
         "results/logs/table.log",
     conda:
-        "../envs/partaware.yaml"
+        "../envs/report.yaml"
     shell:
         "partaware table --csv {output.csv:q} --md {output.md:q} --skipped {output.skipped:q} "
         "--stores {input.stores:q} -- {input.evals:q} > {log:q} 2>&1"

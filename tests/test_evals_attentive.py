@@ -1,9 +1,13 @@
-"""The attentive probe head equals the documented formula, learns, and repeats for a seed."""
+"""The attentive probe head equals the documented formula, starts from the released
+initialisation, normalises per GPU-sized group, learns, and repeats for a seed."""
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from partaware.evals.attentive import AttentiveHead, array_batches, train_attentive
+from partaware.evals.attentive import (AttentiveHead, array_batches, batch_stat_norm, evaluate_attentive,
+                                       group_stat_norm, released_trunc_normal_, train_attentive)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,14 +51,60 @@ def test_head_matches_hand_computation():
         torch.testing.assert_close(m(x), reference_forward(m, x), atol=1e-10, rtol=1e-9)
 
 
+# N(0, s) truncated at +-s has standard deviation s * sqrt(1 - 2 phi(1) / (2 Phi(1) - 1)).
+ONE_SIGMA_SPREAD = math.sqrt(1 - 2 * math.exp(-0.5) / math.sqrt(2 * math.pi) / math.erf(1 / math.sqrt(2)))
+
+
+def test_released_trunc_normal_cuts_at_one_std():
+    """The released vits.trunc_normal_(std=0.02): N(0, 0.02) cut at +-0.02, spread ~0.0108."""
+    assert ONE_SIGMA_SPREAD == pytest.approx(0.5396, abs=1e-4)
+    w = released_trunc_normal_(torch.empty(512, 512), std=0.02, generator=torch.Generator().manual_seed(0))
+    assert float(w.abs().max()) <= 0.02 and float(w.abs().max()) > 0.0199  # cut at, not inside, +-std
+    assert float(w.std()) == pytest.approx(0.02 * ONE_SIGMA_SPREAD, rel=0.01)
+    assert abs(float(w.mean())) < 1e-4
+    again = released_trunc_normal_(torch.empty(512, 512), std=0.02, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(w, again)
+
+
 def test_head_init_and_structure():
     m = AttentiveHead(768, 7, generator=torch.Generator().manual_seed(0))
     assert m.num_heads == 12 and m.k.bias is None and m.q.bias is None
     assert not m.q_bias.detach().any() and not m.v_bias.detach().any()
     assert m.norm_q.eps == 1e-6 and m.norm_k.eps == 1e-6 and m.norm_v.eps == 1e-6
-    assert 0.015 < float(m.query.detach().std()) < 0.025
+    for w in (m.q.weight, m.k.weight, m.v.weight, m.proj.weight):
+        assert float(w.detach().abs().max()) <= 0.02
+        assert float(w.detach().std()) == pytest.approx(0.02 * ONE_SIGMA_SPREAD, rel=0.02)
+    assert float(m.query.detach().abs().max()) <= 0.02
+    assert float(m.query.detach().std()) == pytest.approx(0.02 * ONE_SIGMA_SPREAD, rel=0.1)  # 768 values
+    assert not m.proj.bias.detach().any()
     assert 0.008 < float(m.head.weight.detach().std()) < 0.012 and not m.head.bias.detach().any()
     assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in m.modules())  # no running stats
+
+
+def test_group_norm_equals_groups_run_separately():
+    x = torch.randn(300, 5, dtype=torch.float64) * torch.linspace(1, 3, 300)[:, None]
+    expected = torch.cat([batch_stat_norm(x[0:128]), batch_stat_norm(x[128:256]), batch_stat_norm(x[256:])])
+    torch.testing.assert_close(group_stat_norm(x, 128), expected)
+    assert not torch.allclose(group_stat_norm(x, 128), batch_stat_norm(x))
+    torch.testing.assert_close(group_stat_norm(x, None), batch_stat_norm(x))
+    # a last group of one would normalise to zeros: it joins the previous group
+    y = x[:257]
+    torch.testing.assert_close(group_stat_norm(y, 128),
+                               torch.cat([batch_stat_norm(y[:128]), batch_stat_norm(y[128:])]))
+
+
+def test_head_uses_groups_in_training_and_the_whole_batch_in_eval():
+    torch.manual_seed(0)
+    m = AttentiveHead(24, 5, num_heads=4, bn_group=4).double()
+    x = torch.randn(10, 7, 24, dtype=torch.float64)
+    single = AttentiveHead(24, 5, num_heads=4).double()
+    single.load_state_dict(m.state_dict())
+    m.train()
+    torch.testing.assert_close(m(x), torch.cat([single(x[:4]), single(x[4:8]), single(x[8:])]))
+    m.eval()
+    torch.testing.assert_close(m(x), single(x))
+    with pytest.raises(ValueError, match="bn_group"):
+        AttentiveHead(24, 5, num_heads=4, bn_group=0)
 
 
 def token_data(seed, n, classes=3, t=6, d=24, signal=True):
@@ -91,6 +141,40 @@ def test_attentive_chance_on_shuffled_labels():
 
 def test_attentive_is_deterministic():
     assert run(seed=4, epochs=2) == run(seed=4, epochs=2)
+
+
+def test_bn_group_changes_training_only_when_smaller_than_the_batch():
+    xtr, ytr = token_data(0, 128)
+    xte, yte = token_data(1, 64)
+
+    def fit(bn_group):
+        return train_attentive(array_batches(xtr, ytr, 64, shuffle=True, seed=1), array_batches(xte, yte, 64),
+                               3, 24, epochs=2, lr=0.05, num_heads=4, device="cpu", bn_group=bn_group)
+
+    whole = fit(None)
+    assert fit(64) == whole
+    assert fit(16)["history"] != whole["history"]
+
+
+def test_a_last_test_sample_is_evaluated_with_the_batch_before_it():
+    """257 test samples in batches of 256: one batch of 257, never a batch of one."""
+    x, y = token_data(2, 257)
+    assert [len(b[1]) for b in array_batches(x, y, 256)()] == [257]
+    torch.manual_seed(0)
+    m = AttentiveHead(24, 3, num_heads=4).eval()
+    with torch.no_grad():
+        expected = float((m(torch.from_numpy(x).float()).argmax(1) == torch.from_numpy(y)).float().mean())
+        alone = m(torch.from_numpy(x[-1:]).float())
+    assert evaluate_attentive(m, array_batches(x, y, 256), "cpu") == pytest.approx(expected)
+    torch.testing.assert_close(alone, m.head.bias.detach()[None])  # what a batch of one would give
+
+
+def test_array_batches_shuffle_samples_per_epoch_and_repeat_per_seed():
+    x, y = np.arange(40)[:, None], np.arange(40)
+    first, again = array_batches(x, y, 8, shuffle=True, seed=3), array_batches(x, y, 8, shuffle=True, seed=3)
+    epochs = [[b[1].tolist() for b in first()] for _ in range(2)]
+    assert epochs == [[b[1].tolist() for b in again()] for _ in range(2)]
+    assert epochs[0] != epochs[1] and sorted(sum(epochs[0], [])) == list(range(40))
 
 
 def test_default_lr_scales_with_batch_size(monkeypatch):

@@ -18,10 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from partaware import extract as E
+from partaware.extraction import loaders as L
+from partaware.extraction import loop as LOOP
 from partaware.data.demo import generate_demo_cub
 from partaware.data.demo_seg import generate_demo_seg
 from partaware.data.images import crop_patch, load_rgb, patch_transform
-from partaware.data.parts import build_part_index, select_split, write_index
+from partaware.data.parts import select_split, write_index
+from partaware.kinds import build_part_index
 from partaware.models.encoder import Encoder, build_encoder
 from partaware.store import StoreWriter, open_store
 
@@ -92,17 +95,17 @@ def assert_same_arrays(a: Path, b: Path) -> None:
 def test_device_normalisation_equals_the_transform_bit_for_bit(data, view):
     """Workers' uint8 patches normalised on the device == the whole transform on the CPU."""
     transform = patch_transform(view, size=48, resize=56, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-    pil_steps, table = E.split_transform(transform)
+    pil_steps, table = L.split_transform(transform)
     index = select_split(build_part_index(make_cfg(data)["datasets"]["parts"]), "all")
-    dataset = E.PatchImages(index, pil_steps, "error")
-    rows, valid, patches, errors = E.collate_patches([dataset[i] for i in range(len(dataset))])
+    dataset = L.PatchImages(index, pil_steps, "error")
+    rows, valid, patches, errors = L.collate_patches([dataset[i] for i in range(len(dataset))])
     assert patches.dtype == torch.uint8 and valid.all() and not errors
     assert np.array_equal(rows.numpy(), index["row"])
     expected = torch.stack([transform(crop_patch(load_rgb(r.image_path), (r.x0, r.y0, r.x1, r.y1)))
                             for r in index.itertuples()])
-    assert torch.equal(E.normalise(patches, table), expected)
+    assert torch.equal(L.normalise(patches, table), expected)
     if CUDA:
-        assert torch.equal(E.normalise(patches.cuda(), table.cuda()).cpu(), expected)
+        assert torch.equal(L.normalise(patches.cuda(), table.cuda()).cpu(), expected)
 
 
 @pytest.mark.parametrize("order", ["by image", "an image again later"])
@@ -212,7 +215,7 @@ def test_background_writer_keeps_order_and_whole_chunks(tmp_path):
     writer = SlowWriter(tmp_path / "s.h5", n, layout, {}, "h")
     rng = np.random.default_rng(1)
     bounds = np.unique(np.r_[0, np.sort(rng.integers(1, n, 30)), n])
-    with E.BackgroundWriter(writer, chunk_rows=8) as background:
+    with LOOP.BackgroundWriter(writer, chunk_rows=8) as background:
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             background.put({"row": np.arange(lo, hi), "x": np.full((hi - lo, 3), lo, np.float32)})
     assert all(name == "store-writer" for name, _ in writer.log)
@@ -231,7 +234,7 @@ def test_background_writer_raises_write_errors_in_the_caller(tmp_path):
 
     writer = Broken(tmp_path / "s.h5", 100, {"row": ((), "int64", 4)}, {}, "h")
     with pytest.raises(OSError, match="No space"):
-        with E.BackgroundWriter(writer, chunk_rows=4) as background:
+        with LOOP.BackgroundWriter(writer, chunk_rows=4) as background:
             for lo in range(0, 100, 4):  # never blocks on the dead thread
                 background.put({"row": np.arange(lo, lo + 4)})
 

@@ -26,7 +26,8 @@ import torch
 
 from partaware import config as C
 from partaware.data.demo import generate_demo_cub
-from partaware.data.parts import build_part_index, select_split, write_index
+from partaware.data.parts import select_split, write_index
+from partaware.kinds import build_part_index
 from partaware.store import IncompleteStoreError, StoreWriter, open_store
 
 BIN = Path(sys.executable).parent

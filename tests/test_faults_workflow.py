@@ -53,7 +53,7 @@ def save_checkpoint(path: Path, seed: int) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The finished skip-mode run: workdir, config, the bad images and the rows they carry."""
-    from partaware.data.parts import build_part_index
+    from partaware.kinds import build_part_index
 
     workdir = tmp_path_factory.mktemp("faults_workflow")
     ckpt = workdir / "weights.pth"
@@ -95,7 +95,7 @@ def test_error_mode_fails_naming_the_bad_image(tmp_path):
     cfg = config(tmp_path / "unused.pth", make_dataset(tmp_path))
     del cfg["models"]["ck"]
     cfg["data"]["on_bad_image"] = "error"
-    from partaware.data.parts import build_part_index
+    from partaware.kinds import build_part_index
 
     truncated = build_part_index(cfg["datasets"]["birds"])["image_path"].iloc[-1]
     Path(truncated).write_bytes(Path(truncated).read_bytes()[:400])

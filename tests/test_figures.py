@@ -10,7 +10,8 @@ from PIL import Image
 from partaware import paper
 from partaware.data.demo import generate_demo_cub
 from partaware.data.demo_seg import generate_demo_seg
-from partaware.data.parts import build_part_index, select_split, write_index
+from partaware.data.parts import select_split, write_index
+from partaware.kinds import build_part_index
 from partaware.data.segfolder import list_samples, load_label, seg_view
 from partaware.figures import figure_settings
 from partaware.figures import tiles as T

@@ -222,7 +222,7 @@ def _demo_config(directory: Path) -> list[str]:
 @pytest.mark.slow
 def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: Path):
     """The real demo workflow, submitted through workflow/profiles/slurm, gives the same
-    results/table.csv as a local run with workflow/profiles/default."""
+    results/table.csv as a local run with profiles/default."""
     snakefile, config = REPO / "Snakefile", REPO / "config.yaml"
     if not (snakefile.exists() and config.exists()):
         pytest.skip("the demo workflow (Snakefile, config.yaml at the repo root) is not there")

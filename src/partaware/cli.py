@@ -1,7 +1,9 @@
 """`partaware`: the one command-line entry point, for the Snakemake rules and for people.
 
 Rules pass the part of the config a job depends on as `--spec` JSON (so Snakemake reruns a job
-exactly when that part changes) and run-time knobs that do not change results as `--runtime`.
+exactly when that part changes). The spec is the complete job: what it leaves out takes the
+schema's defaults, and run-time knobs that do not change results (device, batch size, workers)
+may be overridden by `--runtime` or `$PARTAWARE_RUNTIME`, so a printed command runs by hand.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from . import config as C
+from . import kinds
+from .atomic import write_csv, write_text
 
 
 def _spec(args) -> dict:
-    """The job's resolved config (validated by the Snakefile) with the run-time knobs merged in."""
+    """The job's config: the spec (validated by the Snakefile), run-time overrides, then defaults."""
     spec = json.loads(args.spec)
     runtime = getattr(args, "runtime", None) or os.environ.get("PARTAWARE_RUNTIME")
     runtime = json.loads(runtime) if runtime else {}
@@ -28,19 +32,12 @@ def _spec(args) -> dict:
             spec.setdefault(key, {}).update(value)
         else:
             spec[key] = value
+    spec = C.fill_defaults(C.load_schema(), spec)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
     return spec
-
-
-def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------- commands
@@ -50,37 +47,25 @@ def cmd_check_config(args):
 
 
 def cmd_demo_data(args):
+    import shutil
+
     cfg = _spec(args)
     ds = cfg["datasets"][args.dataset]
     out = Path(args.out)
     tmp = out.with_name(out.name + ".partial")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
-    if ds["kind"] == "segfolder":
-        from .data.demo_seg import generate_demo_seg
-
-        generate_demo_seg(tmp, **ds["demo"])
-    else:
-        from .data.demo import generate_demo_cub
-
-        generate_demo_cub(tmp, **ds["demo"])
+    kinds.of(ds).generate_demo(ds, tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
 
 def cmd_index(args):
-    from .data.parts import build_part_index, select_split, write_index
-
     cfg = _spec(args)
     ds = dict(cfg["datasets"][args.dataset])
-    if cfg.get("data", {}).get("on_bad_image") == "skip":
+    if cfg["data"]["on_bad_image"] == "skip":
         # a missing image is then a bad image like any other: extraction skips and lists it
         ds.setdefault("check_files", False)
-    index = build_part_index(ds)
-    outdir = Path(args.outdir)
-    for split in args.splits:
-        write_index(select_split(index, split), outdir / f"{split}.parquet")
+    kinds.of(ds).build_index(ds, Path(args.outdir), args.splits)
 
 
 def cmd_fetch(args):
@@ -114,9 +99,7 @@ def cmd_gather_shards(args):
     for shard in args.shards:
         open_store(shard).close()  # refuses an incomplete shard
     manifest = {"shards": [os.path.relpath(s, out.parent) for s in args.shards]}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out)
+    write_text(out, json.dumps(manifest, indent=1))
 
 
 def cmd_evaluate(args):
@@ -137,8 +120,8 @@ def cmd_evaluate(args):
         rows = E.logistic_rows(cfg, ctx, *stores)
     else:
         rows, per_class = E.segmentation_rows(cfg, ctx, *stores)
-        _write_csv_atomic(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
-    _write_csv_atomic(pd.DataFrame(rows), Path(args.out))
+        write_csv(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
+    write_csv(pd.DataFrame(rows), Path(args.out))
 
 
 def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:
@@ -147,13 +130,7 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
     A store built under another config (copied in, touched, or cached by an older partaware
     whose signature differs) is then refused naming both hashes, instead of being scored.
     """
-    ds = cfg["datasets"][dataset]
-    if task == "retrieval":
-        splits = ["all"]
-    elif task == "segmentation":
-        splits = C.seg_splits(ds)
-    else:
-        splits = ["train", "test"]
+    splits = C.task_splits(cfg["datasets"][dataset], task)
     if len(splits) != n:  # stores given by hand in another arrangement: nothing to compare with
         return [None] * n
     return [C.digest(C.extract_signature(cfg, dataset, model, split)) for split in splits]

@@ -42,7 +42,7 @@ def cmd_figure_maps(args):
 
     spec, fs = _settings(args)
     ds = spec["datasets"][args.dataset]
-    split = args.split or C.seg_splits(ds)[-1]
+    split = args.split or C.task_splits(ds, "segmentation")[-1]
     res = feature_maps(ds["root"], split, {k: v["dir"] for k, v in ds["label_sets"].items()},
                        dict(zip(_models(args), args.stores)), args.out, size=ds["size"],
                        blocks=ds.get("blocks"), n_images=fs["n_images"], seed=fs["seed"], cell=fs["cell"])

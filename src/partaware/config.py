@@ -13,40 +13,11 @@ from pathlib import Path
 
 import yaml
 
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-DEFAULTS = {
-    "seed": 0,
-    "device": "auto",
-    "cache": {"format": "zarr", "dtype": "float16", "chunk_rows": 256},
-    "extract": {"batch_size": 128, "num_workers": 4, "shards": 1, "precision": "auto"},
-    "data": {"on_bad_image": "error"},
-    "retrieval": {"features": ["mean", "cls", "proj"], "exclude_self": False, "memory_mb": 2048},
-    "linear": {"epochs": 90, "batch_size": 1024, "lr": None, "momentum": 0.9, "weight_decay": 0.0,
-               "seeds": [0]},
-    "attentive": {"epochs": 90, "batch_size": 1024, "lr": None, "momentum": 0.9, "weight_decay": 0.0,
-                  "seeds": [0]},
-    "logistic": {"Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "val_fraction": 0.2},
-    "segmentation": {"iters": 160000, "batch_size": 16, "lr": 4e-4, "weight_decay": 0.05,
-                     "warmup_iters": 1500, "power": 1.0, "avg_non_ignore": False},
-}
-DATASET_DEFAULTS = {"size": 224, "resize": 256, "blocks": [4, 6, 8, 12]}
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ConfigError(ValueError):
     """One line: where in the config, what is wrong, how to fix it."""
-
-
-def _merge(defaults: dict, given: dict) -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in given.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _where(path) -> str:
@@ -73,56 +44,93 @@ def load_schema() -> dict:
     return yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
 
 
-def validate(config: dict) -> dict:
-    """Check `config` against the schema and the semantic rules; return it with defaults filled."""
+def fill_defaults(schema: dict, value, defs: dict | None = None):
+    """`value` with every `default` of `schema` filled in where missing, recursively.
+
+    The schema is the one home of defaults: an object property with a default gets it, and an
+    absent object section gets its own properties' defaults.
+    """
+    defs = schema.get("$defs", defs or {})
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(value, dict) or schema.get("type") != "object":
+        return value
+    out = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        sub_resolved = defs[sub["$ref"].rsplit("/", 1)[-1]] if "$ref" in sub else sub
+        if key not in out:
+            if "default" in sub_resolved:
+                out[key] = copy.deepcopy(sub_resolved["default"])
+            elif sub_resolved.get("type") == "object" and sub_resolved.get("properties") \
+                    and not sub_resolved.get("required"):
+                out[key] = {}
+        if key in out:
+            out[key] = fill_defaults(sub, out[key], defs)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in out:
+            if key not in schema.get("properties", {}):
+                out[key] = fill_defaults(extra, out[key], defs)
+    return out
+
+
+def dataset_schema(kind, schema: dict | None = None) -> dict:
+    """The full schema of one dataset: the keys every kind shares plus the kind's own."""
+    base = (schema or load_schema())["$defs"]["dataset"]
+    props = {**base["properties"], **kind.schema}
+    props["tasks"] = {**props["tasks"], "items": {"enum": list(kind.tasks)}}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "required": ["kind", "tasks"]}
+
+
+def _validate(schema: dict, value, prefix=()) -> None:
     import jsonschema
 
-    schema = load_schema()
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
                     key=lambda e: list(e.absolute_path))
     if errors:
-        raise _schema_error(errors[0])
-    cfg = _merge(DEFAULTS, config)
-    for name, ds in cfg["datasets"].items():
-        cfg["datasets"][name] = _merge(DATASET_DEFAULTS, ds)
-        cfg["datasets"][name]["name"] = name
+        err = errors[0]
+        err.path.extendleft(reversed(prefix))
+        raise _schema_error(err)
+
+
+def validate(config: dict) -> dict:
+    """Check `config` against the schema and the semantic rules; return it with defaults filled."""
+    from . import kinds
+
+    schema = load_schema()
+    schema["$defs"]["dataset"]["properties"]["kind"] = {"enum": kinds.names()}
+    general = copy.deepcopy(schema)
+    general["$defs"]["dataset"] = {"type": "object", "required": ["kind", "tasks"],
+                                   "properties": {"kind": {"enum": kinds.names()}}}
+    _validate(general, config)
+    for name, ds in config["datasets"].items():
+        _validate(dataset_schema(kinds.of(ds), schema), ds, ("datasets", name))
+    cfg = fill_defaults(general, config)
+    for name, ds in config["datasets"].items():
+        kind = kinds.of(ds)
+        full = fill_defaults(dataset_schema(kind, schema), ds)
+        full["name"] = name
         if "demo" in ds:  # generated by the demo_data rule
-            cfg["datasets"][name]["root"] = f"results/demo/{name}"
-        _check_dataset(name, cfg["datasets"][name])
+            full["root"] = f"results/demo/{name}"
+        _check_dataset(name, kind, full)
+        cfg["datasets"][name] = full
     for name, model in cfg["models"].items():
         _check_model(name, model)
     return cfg
 
 
-def _check_dataset(name: str, ds: dict) -> None:
+def _check_dataset(name: str, kind, ds: dict) -> None:
     where = f"datasets.{name}"
-    tasks = set(ds["tasks"])
-    if ds["kind"] == "segfolder":
-        if tasks - {"segmentation"}:
-            raise ConfigError(f"config key {where}.tasks: a segfolder dataset supports only [segmentation]")
-        if "label_sets" not in ds:
-            raise ConfigError(f"config key {where}.label_sets: required for a segfolder dataset, "
-                              "e.g. {part: {dir: ann, classes: 209}}")
-    elif "segmentation" in tasks:
-        raise ConfigError(f"config key {where}.tasks: segmentation needs kind: segfolder")
-    if ds["kind"] == "coco":
-        for split in ("train", "test"):
-            if split not in ds:
-                raise ConfigError(f"config key {where}.{split}: required for coco "
-                                  "({annotations: person_keypoints_*.json, images: folder})")
-    elif "root" not in ds:
-        raise ConfigError(f"config key {where}.root: required for kind {ds['kind']}")
+    for key in kind.required:
+        if key not in ds:
+            raise ConfigError(f"config key {where}.{key}: required for a {kind.name} dataset, e.g. {kind.example}")
+    kind.check(where, ds)
     if "demo" not in ds:
-        for path in _dataset_paths(ds):
+        for path in kind.paths(ds):
             if not Path(path).exists():
                 raise ConfigError(f"config key {where}: path {path} does not exist; "
                                   "point it at your copy of the dataset")
-
-
-def _dataset_paths(ds: dict) -> list[str]:
-    if ds["kind"] == "coco":
-        return [ds[s][k] for s in ("train", "test") for k in ("annotations", "images")]
-    return [ds["root"]]
 
 
 def _check_model(name: str, model: dict) -> None:
@@ -159,36 +167,18 @@ def load(path: Path | str) -> dict:
 
 
 # --------------------------------------------------------------------------------- job plans
-def part_splits(ds: dict) -> list[str]:
-    """Stores a part dataset needs: `all` for retrieval, `train`/`test` for the probes."""
-    tasks = set(ds["tasks"])
-    splits = ["all"] if "retrieval" in tasks else []
-    if tasks & {"linear", "attentive", "logistic"}:
-        splits += ["train", "test"]
-    return splits
-
-
-def seg_splits(ds: dict) -> list[str]:
-    return ds.get("splits", ["train", "val"])
-
-
 def splits_of(ds: dict) -> list[str]:
-    return seg_splits(ds) if ds["kind"] == "segfolder" else part_splits(ds)
+    """The stores (splits) a dataset's configured tasks need."""
+    from . import kinds
+
+    return kinds.of(ds).splits(ds)
 
 
-def view_of(split: str) -> str:
-    """The paper's transforms: the probe's train split uses resize + centre crop, all else a resize."""
-    return "train" if split == "train" else "eval"
+def task_splits(ds: dict, task: str) -> list[str]:
+    """The stores one task reads, in the order its evaluation takes them."""
+    from . import kinds
 
-
-def store_arrays(ds: dict, split: str) -> list[str]:
-    """Which feature arrays a (dataset, split) store caches."""
-    if ds["kind"] == "segfolder":
-        return [f"layers/{b}" for b in ds["blocks"]] + [f"labels/{k}" for k in ds["label_sets"]]
-    wanted = ["cls", "mean", "proj"]
-    if "attentive" in ds["tasks"] and split in ("train", "test"):
-        wanted.append("tokens")
-    return wanted
+    return kinds.of(ds).task_splits(ds, task)
 
 
 def normalisation(model: dict) -> tuple[tuple, tuple]:
@@ -197,11 +187,15 @@ def normalisation(model: dict) -> tuple[tuple, tuple]:
 
 def extract_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
     """Everything a feature store depends on; its hash names the cache version."""
-    ds = {k: v for k, v in cfg["datasets"][dataset].items() if k != "tasks"}
+    from . import kinds
+    from .kinds.part_patches import view_of
+
+    full = cfg["datasets"][dataset]
+    ds = {k: v for k, v in full.items() if k != "tasks"}
     mean, std = normalisation(cfg["models"][model])
     return {
         "dataset": dataset, "dataset_cfg": ds, "model": model, "model_cfg": cfg["models"][model],
-        "split": split, "view": view_of(split), "arrays": store_arrays(cfg["datasets"][dataset], split),
+        "split": split, "view": view_of(split), "arrays": kinds.of(full).store_arrays(full, split),
         "mean": list(mean), "std": list(std), "dtype": cfg["cache"]["dtype"],
         "on_bad_image": cfg["data"]["on_bad_image"],
     }

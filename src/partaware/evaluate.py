@@ -84,45 +84,37 @@ def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
                  protocol="last epoch")]
 
 
-def _token_batches(store: FeatureStore, batch_size: int, shuffle_seed: int | None = None):
-    """A re-iterable stream of (tokens, labels) batches of valid rows, read from the store.
+def _token_batches(store: FeatureStore, batch_size: int, memory_mb: float, device: torch.device):
+    """Token batches of the valid rows (see `store_batches.StoreBatches`): per-sample shuffled
+    with `.epochs(seed)`, in stored order with `.epochs(None)`."""
+    from .store_batches import StoreBatches
 
-    Shuffling permutes whole batches (a fresh seeded order each epoch), so reads stay
-    sequential and memory stays one batch whatever the dataset size.
-    """
-    valid = _valid(store)
-    labels = store.read("label")
-    rng = np.random.default_rng(shuffle_seed)
-
-    def batches():
-        starts = np.arange(0, store.n_rows, batch_size)
-        if shuffle_seed is not None:
-            rng.shuffle(starts)
-        for lo in starts:
-            hi = min(lo + batch_size, store.n_rows)
-            keep = valid[lo:hi]
-            if keep.any():
-                yield (torch.from_numpy(store.read("tokens", lo, hi)[keep]),
-                       torch.from_numpy(labels[lo:hi][keep]))
-    return batches
+    return StoreBatches(store, "tokens", batch_size, memory_mb=memory_mb, pin_memory=device.type == "cuda")
 
 
 def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
     from .evals.attentive import train_attentive
 
     pc = cfg["attentive"]
+    bn_group, memory_mb = pc["bn_group"], pc["memory_mb"]
+    device = resolve_device(cfg["device"])
     ytr, yte = train.read("label"), test.read("label")
     classes = _num_classes(cfg, ctx["dataset"], ytr, yte)
     dim = train.info("tokens")["shape"][-1]
     skipped = int((~_valid(train)).sum() + (~_valid(test)).sum())
+    # memory_mb is shared: the training tokens first (read every epoch in a new order), then the test's.
+    train_batches = _token_batches(train, pc["batch_size"], memory_mb, device)
+    test_batches = _token_batches(test, 256, memory_mb - train_batches.in_memory * train_batches.nbytes / 2**20,
+                                  device)
+    bn = "BN over the whole batch" if bn_group is None else f"BN over groups of {bn_group}"
     rows = []
     for seed in pc["seeds"]:
-        res = train_attentive(_token_batches(train, pc["batch_size"], shuffle_seed=seed),
-                              _token_batches(test, 256), classes, dim, epochs=pc["epochs"],
-                              lr=pc["lr"], batch_size=pc["batch_size"], momentum=pc["momentum"],
-                              weight_decay=pc["weight_decay"], seed=seed, device=resolve_device(cfg["device"]))
-        rows += _probe_rows(ctx, "attentive", "tokens", res, int(_valid(test).sum()), seed, skipped)
-    return rows
+        res = train_attentive(train_batches.epochs(seed), test_batches.epochs(None), classes, dim,
+                              epochs=pc["epochs"], lr=pc["lr"], batch_size=pc["batch_size"],
+                              momentum=pc["momentum"], weight_decay=pc["weight_decay"], seed=seed,
+                              device=device, bn_group=bn_group)
+        rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, skipped)
+    return [{**row, "protocol": f"{row['protocol']}; {bn}"} for row in rows]
 
 
 def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:

@@ -14,10 +14,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:

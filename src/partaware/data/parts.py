@@ -1,8 +1,9 @@
 """The part index: one row per part patch, the join key between images and feature stores.
 
-`build_part_index(dataset_cfg)` reads a dataset (CUB layout or COCO person keypoints) into the
-table of docs/design.md ("Part index"). Recognised `dataset_cfg` keys (others are ignored; the
-config schema validates them):
+A dataset kind (`partaware.kinds.cub`, `.coco`) reads its annotations into a patch table;
+`index_from_patches` turns that into the table of docs/design.md ("Part index"), and
+`partaware.kinds.build_part_index(dataset_cfg)` does both. Recognised `dataset_cfg` keys (others
+are ignored; the config schema validates them):
 
 - `kind`: `cub` or `coco` (required); `name`: used in messages and stored attributes.
 - cub: `root`, the folder holding images.txt (the demo generator writes this layout too).
@@ -26,8 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .coco import DEFAULT_KEYPOINTS, coco_patches
-from .cub import DEFAULT_PARTS, cub_patches
+from ..atomic import atomic_path
 from .errors import DataError
 
 COLUMNS = ["row", "image_id", "image_path", "part_id", "part_name", "label",
@@ -35,53 +35,26 @@ COLUMNS = ["row", "image_id", "image_path", "part_id", "part_name", "label",
 INT_COLUMNS = ["row", "image_id", "part_id", "label", "x0", "y0", "x1", "y1"]
 FLOAT_COLUMNS = ["x", "y", "d"]
 SPLITS = ("all", "train", "test")
-DEFAULT_RETRIEVAL = {"cub": ("train", "test"), "coco": ("train",)}
 
 
 def _name(cfg: dict) -> str:
     return str(cfg.get("name") or cfg.get("kind") or "?")
 
 
-def _max_images(cfg: dict) -> int | None:
+def max_images(cfg: dict) -> int | None:
     n = cfg.get("max_images")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise DataError(f"dataset {_name(cfg)!r}: max_images must be a positive integer or null, got {n!r}")
     return n
 
 
-def _part_ids(cfg: dict, default: Sequence[int]) -> list[int]:
+def part_ids(cfg: dict, default: Sequence[int]) -> list[int]:
     parts = cfg.get("parts")
     if parts is None:
         return list(default)
     if not isinstance(parts, (list, tuple)) or not parts or not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
         raise DataError(f"dataset {_name(cfg)!r}: `parts` must be a non-empty list of 1-based integer ids, got {parts!r}")
     return list(parts)
-
-
-def _coco_split(cfg: dict, split: str) -> dict | None:
-    spec = cfg.get(split)
-    if spec is None:
-        return None
-    if not isinstance(spec, dict) or "annotations" not in spec or "images" not in spec:
-        raise DataError(f"dataset {_name(cfg)!r}: `{split}` must be {{annotations: <json>, images: <dir>}}, got {spec!r}")
-    return spec
-
-
-def _read(cfg: dict) -> pd.DataFrame:
-    kind = cfg.get("kind")
-    if kind == "cub":
-        if not cfg.get("root"):
-            raise DataError(f"dataset {_name(cfg)!r}: kind cub needs `root`, the folder that holds images.txt")
-        return cub_patches(cfg["root"], _part_ids(cfg, DEFAULT_PARTS), _max_images(cfg))
-    if kind == "coco":
-        specs = {s: _coco_split(cfg, s) for s in ("train", "test")}
-        if not any(specs.values()):
-            raise DataError(f"dataset {_name(cfg)!r}: kind coco needs `train` and/or `test`: {{annotations: <json>, images: <dir>}}")
-        ids = _part_ids(cfg, DEFAULT_KEYPOINTS)
-        parts = [coco_patches(s["annotations"], s["images"], split, ids, _max_images(cfg))
-                 for split, s in specs.items() if s]
-        return pd.concat(parts, ignore_index=True)
-    raise DataError(f"dataset {_name(cfg)!r}: unknown kind {kind!r}; use `cub` or `coco`")
 
 
 def _check_files(df: pd.DataFrame, cfg: dict) -> None:
@@ -105,26 +78,31 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS]
 
 
-def build_part_index(dataset_cfg: dict) -> pd.DataFrame:
-    """All part patches of a dataset (both splits), sorted by image then part; see module doc."""
-    cfg = dict(dataset_cfg)
-    df = _read(cfg)
+def index_from_patches(patches: pd.DataFrame, cfg: dict, default_parts: Sequence[int],
+                       default_retrieval: Sequence[str]) -> pd.DataFrame:
+    """The part index from one kind's patch table (both splits), sorted by image then part.
+
+    `default_parts` / `default_retrieval` are the kind's: the paper's part ids and the splits
+    that form the retrieval set unless `parts` / `retrieval_splits` say otherwise.
+    """
+    cfg = dict(cfg)
+    df = patches
     if df.empty:
         raise DataError(f"dataset {_name(cfg)!r}: no part patch survives (visible, selected parts {cfg.get('parts')}, "
                         "20 < d/2 < 1000); check `parts`, `max_images` and the annotation files")
     if cfg.get("check_files", True):
         _check_files(df, cfg)
-    ids = _part_ids(cfg, DEFAULT_PARTS if cfg["kind"] == "cub" else DEFAULT_KEYPOINTS)
+    ids = part_ids(cfg, default_parts)
     df["label"] = df["part_id"].map({p: i for i, p in enumerate(ids)})
     # stable: keeps each adapter's within-image order (cub: part id; coco: person, keypoint id)
     df["_split_rank"] = (df["split"] != "train").astype(int)
     df = df.sort_values(["image_id", "_split_rank"], kind="mergesort")
     df = _typed(df)
-    retrieval = cfg.get("retrieval_splits") or DEFAULT_RETRIEVAL[cfg["kind"]]
+    retrieval = cfg.get("retrieval_splits") or list(default_retrieval)
     bad = [s for s in retrieval if s not in ("train", "test")]
     if bad:
         raise DataError(f"dataset {_name(cfg)!r}: retrieval_splits {list(retrieval)} may only name train and test")
-    df.attrs = {"dataset": _name(cfg), "kind": cfg["kind"], "parts": ids, "retrieval_splits": list(retrieval)}
+    df.attrs = {"dataset": _name(cfg), "kind": cfg.get("kind", ""), "parts": ids, "retrieval_splits": list(retrieval)}
     return df
 
 
@@ -151,15 +129,9 @@ def select_split(index: pd.DataFrame, split: str, retrieval_splits: Sequence[str
 
 
 def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Parquet, atomically: a sibling temp file published by one os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """Parquet, published by one rename."""
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:

@@ -4,11 +4,15 @@ One learned query token cross-attends over all final tokens (CLS + patches):
 
     q = LN_q(query) W_q^T + b_q,   k = LN_k(x) W_k^T,   v = LN_v(x) W_v^T + b_v   (LN eps 1e-6)
     z = proj(concat_h softmax(q_h k_h^T / sqrt(d_h)) v_h)       (no residual, no MLP)
-    logits = head(BN(z)),  BN = BatchNorm1d(affine=False) on the batch's own statistics,
-                                 in training and at test time alike (released code)
+    logits = head(BN(z)),  BN = BatchNorm1d(affine=False) on batch statistics, in training
+                                 and at test time alike (released code)
 
-Init as released: query and q/k/v/proj weights trunc-normal(std 0.02, cut at +-2 absolute as
-timm's helper does), biases 0, head N(0, 0.01). The forward folds the single query into W_k
+Training normalises over groups of `bn_group` samples, as each GPU of the released launch
+normalises its share of a step (1,024 / 8 = 128); a test batch by its own statistics.
+Init as released (`released_trunc_normal_`): query and q/k/v/proj weights N(0, 0.02) cut at
++-0.02, i.e. at one standard deviation (std about 0.011; the released `vits.trunc_normal_`
+passes a=-std, b=std to timm's helper, not timm's default +-2), biases 0, head N(0, 0.01),
+LayerNorms 1 / 0. The forward folds the single query into W_k
 (scores = LN_k(x) @ (W_k,h^T q_h)) and pools LN_v(x) before W_v (the attention weights sum to
 one): the same function at a fraction of the cost, with no (B, T, D) x (D, D) products.
 """
@@ -22,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..devices import pick_device
+from ..store_batches import batch_bounds, epoch_permutation
 from .probes import cosine_lr, summarise_history
 
 Batches = Callable[[], Iterable[tuple]]
@@ -35,14 +40,34 @@ def batch_stat_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-class AttentiveHead(nn.Module):
-    """tokens (B, T, dim) -> logits (B, num_classes)."""
+def group_stat_norm(x: torch.Tensor, group: int | None, eps: float = 1e-5) -> torch.Tensor:
+    """`batch_stat_norm` over consecutive groups of `group` rows (None: the whole batch), as
+    each GPU's BatchNorm sees its share of a step. A last, smaller group (the end of an epoch)
+    is its own group, except a last single row, which joins the previous group."""
+    if group is None or group >= len(x):
+        return batch_stat_norm(x, eps)
+    sizes = [hi - lo for lo, hi in batch_bounds(len(x), group)]
+    return torch.cat([batch_stat_norm(part, eps) for part in x.split(sizes)])
 
-    def __init__(self, dim: int, num_classes: int, num_heads: int = 12, generator=None):
+
+def released_trunc_normal_(t: torch.Tensor, std: float = 0.02, generator=None) -> torch.Tensor:
+    """The released `vits.trunc_normal_`: N(0, std) cut at +-std (not at +-2), in place.
+    Its spread is std * 0.5396 (0.0108 for std 0.02)."""
+    return nn.init.trunc_normal_(t, mean=0.0, std=std, a=-std, b=std, generator=generator)
+
+
+class AttentiveHead(nn.Module):
+    """tokens (B, T, dim) -> logits (B, num_classes). In training mode the batch norm uses
+    groups of `bn_group` samples (None: the whole batch); in eval mode the whole batch."""
+
+    def __init__(self, dim: int, num_classes: int, num_heads: int = 12, generator=None,
+                 bn_group: int | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        if bn_group is not None and bn_group < 1:
+            raise ValueError(f"bn_group {bn_group} must be >= 1 or None (the whole batch)")
+        self.num_heads, self.head_dim, self.bn_group = num_heads, dim // num_heads, bn_group
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm_q = nn.LayerNorm(dim, eps=1e-6)
         self.norm_k = nn.LayerNorm(dim, eps=1e-6)
@@ -56,7 +81,7 @@ class AttentiveHead(nn.Module):
         self.head = nn.Linear(dim, num_classes)
         with torch.no_grad():
             for w in (self.query, self.q.weight, self.k.weight, self.v.weight, self.proj.weight):
-                nn.init.trunc_normal_(w, std=0.02, generator=generator)
+                released_trunc_normal_(w, std=0.02, generator=generator)
             self.proj.bias.zero_()
             self.head.weight.normal_(0.0, 0.01, generator=generator)
             self.head.bias.zero_()
@@ -74,18 +99,20 @@ class AttentiveHead(nn.Module):
         return self.proj(out.reshape(tokens.shape[0], -1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(batch_stat_norm(self.pooled(tokens)))
+        z = self.pooled(tokens)
+        return self.head(group_stat_norm(z, self.bn_group) if self.training else batch_stat_norm(z))
 
 
 def array_batches(x, y, batch_size: int, shuffle: bool = False, seed: int = 0) -> Batches:
-    """A `Batches` callable over in-memory arrays; with shuffle, each call (epoch) draws the
-    next permutation of one seeded generator, so a run repeats exactly for a seed."""
-    gen = torch.Generator().manual_seed(seed)
+    """A `Batches` callable over in-memory arrays; with shuffle, call k (epoch k) serves the
+    per-sample order `epoch_permutation(n, seed, k)`, as `store_batches.StoreBatches` does.
+    A last batch of one sample joins the previous batch (`batch_bounds`)."""
+    epoch = iter(range(2**62))
 
     def batches():
-        order = torch.randperm(len(x), generator=gen).numpy() if shuffle else np.arange(len(x))
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+        order = epoch_permutation(len(x), seed, next(epoch)) if shuffle else np.arange(len(x))
+        for lo, hi in batch_bounds(len(order), batch_size):
+            idx = order[lo:hi]
             yield x[idx], y[idx]
 
     return batches
@@ -111,18 +138,21 @@ def evaluate_attentive(model: AttentiveHead, test_batches: Batches, device=None)
 def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: int, dim: int,
                     epochs: int = 90, lr: float | None = None, batch_size: int | None = None,
                     momentum: float = 0.9, weight_decay: float = 0.0, num_heads: int = 12,
-                    seed: int = 0, device=None) -> dict:
+                    seed: int = 0, device=None, bn_group: int | None = 128) -> dict:
     """Train an `AttentiveHead` with SGD, cosine decay per epoch, test top-1 after every epoch.
 
     `train_batches()` / `test_batches()` are called once per epoch and yield (tokens (B, T, D),
     labels (B,)) as numpy or torch, fp16 allowed (upcast on the device), so cached tokens are
-    streamed and never need to fit in memory; shuffling is theirs to do (see `array_batches`).
+    streamed and never need to fit in memory; shuffling is theirs to do (see `array_batches`,
+    `store_batches.StoreBatches`). Training batch norm runs over groups of `bn_group` samples
+    (128 = 1,024 over the 8 GPUs of the released launch; None: the whole batch).
     lr defaults to 0.01 * B / 256 (0.04 at 1024), B = `batch_size` (only used for this), else
     the size of the first training batch.
     Returns {"best_acc", "best_epoch" (1-based), "last_acc", "history"}.
     """
     dev = pick_device(device)
-    model = AttentiveHead(dim, num_classes, num_heads, generator=torch.Generator().manual_seed(seed))
+    model = AttentiveHead(dim, num_classes, num_heads, generator=torch.Generator().manual_seed(seed),
+                          bn_group=bn_group)
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=momentum, weight_decay=weight_decay)
     base_lr = lr if lr is not None else (None if batch_size is None else 0.01 * batch_size / 256)

@@ -21,21 +21,22 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoints import CheckpointError, load_checkpoint_file, verify_checkpoint
 from .converters import CONVERTERS, State
 from .heads import build_head
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS = ("random", "timm", "checkpoint")
 BEIT_FORMATS = ("beit", "cae")
 
@@ -43,8 +44,12 @@ BEIT_FORMATS = ("beit", "cae")
 class Encoder(nn.Module):
     """A frozen backbone (+ optional projection head) giving the features the pipeline stores.
 
-    Inputs are already normalised images (B, 3, H, W) with H, W multiples of the patch size
-    (and equal to `img_size` for models with fixed position tables).
+    Inputs are already normalised images (B, 3, H, W). At the built `img_size` the backbone runs
+    as timm builds it. At another size (a slide-inference window smaller than the crop) it runs
+    as the authors' DINO segmentation backbone does: pixels past the last whole patch are
+    dropped (a stride-p conv floors), and the absolute position table is resampled bicubically
+    to the new token grid (`dino_resample_pos_embed`); relative position tables (BEiT, CAE) are
+    indexed for the smaller grid (`_token_grid`).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | None = None, *,
@@ -75,11 +80,17 @@ class Encoder(nn.Module):
     def forward_all(self, x: Tensor, blocks=()) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
         """One backbone pass giving both the pooled features and the dense maps of `blocks`."""
         wanted = self._check_blocks(blocks)
-        if wanted:
-            final, maps = self.backbone.forward_intermediates(
-                x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
-        else:
-            final, maps = self.backbone.forward_features(x), []
+        p = self.patch_size
+        grid = (x.shape[-2] // p, x.shape[-1] // p)
+        if min(grid) < 1:
+            raise ValueError(f"input of size {tuple(x.shape[-2:])} is smaller than one {p} x {p} patch")
+        x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
+        with _token_grid(self.backbone, grid):
+            if wanted:
+                final, maps = self.backbone.forward_intermediates(
+                    x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
+            else:
+                final, maps = self.backbone.forward_features(x), []
         if self._token_norm is not None:
             final = self._token_norm(final)
         feats = {"cls": final[:, 0], "mean": final[:, self.num_prefix_tokens:].mean(dim=1),
@@ -102,6 +113,75 @@ class Encoder(nn.Module):
         if bad:
             raise ValueError(f"blocks {bad} out of range: this encoder has blocks 1..{self.depth}")
         return wanted
+
+
+def dino_resample_pos_embed(pos: Tensor, built: tuple[int, int], grid: tuple[int, int],
+                            num_prefix: int) -> Tensor:
+    """The released DINO backbone's `interpolate_pos_encoding`, for any built grid: the patch part
+    of `pos` (1, prefix + gh * gw, D) resized bicubically (align_corners=False, no antialias) with
+    scale factors (h + 0.1) / gh, (w + 0.1) / gw, which give exactly (h, w) outputs; prefix rows kept."""
+    (gh, gw), (h, w) = built, grid
+    prefix, patch = pos[:, :num_prefix], pos[:, num_prefix:]
+    dim = pos.shape[-1]
+    patch = patch.reshape(1, gh, gw, dim).permute(0, 3, 1, 2).float()
+    patch = F.interpolate(patch, scale_factor=((h + 0.1) / gh, (w + 0.1) / gw), mode="bicubic",
+                          align_corners=False)
+    if tuple(patch.shape[-2:]) != (h, w):  # the +0.1 guards against exactly this
+        raise RuntimeError(f"position table resampled to {tuple(patch.shape[-2:])}, expected {(h, w)}")
+    patch = patch.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos.dtype)
+    return torch.cat([prefix, patch], dim=1)
+
+
+def _sub_grid_index(index: Tensor, built: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+    """Rows / columns of a (1 + gh * gw)^2 relative position index for the tokens of the top-left
+    h x w sub-grid (plus the CLS row and column). A bias depends only on the offset between two
+    tokens, so this is the exact table of an h x w grid: no entry is interpolated."""
+    (gh, gw), (h, w) = built, grid
+    rows = torch.arange(h, device=index.device)[:, None] * gw
+    cols = torch.arange(w, device=index.device)[None, :]
+    keep = torch.cat([torch.zeros(1, dtype=torch.long, device=index.device), 1 + (rows + cols).flatten()])
+    return index[keep][:, keep].contiguous()
+
+
+@contextmanager
+def _token_grid(backbone: nn.Module, grid: tuple[int, int]):
+    """Run `backbone` (built for `patch_embed.grid_size`) on a `grid` of tokens: relax the patch
+    embedding's size check, swap in a resampled absolute position table, and sub-grid relative
+    position indices; everything is put back on exit. At the built grid nothing changes."""
+    pe = backbone.patch_embed
+    built = tuple(int(g) for g in pe.grid_size) if getattr(pe, "grid_size", None) else None
+    if built is None or tuple(grid) == built or getattr(backbone, "dynamic_img_size", False):
+        yield
+        return
+    rel = [m for m in backbone.modules()
+           if isinstance(getattr(m, "relative_position_index", None), Tensor)
+           and getattr(m, "window_size", None) is not None]
+    if rel and (grid[0] > built[0] or grid[1] > built[1]):
+        raise ValueError(f"a {grid[0]} x {grid[1]} token grid is larger than the {built[0]} x {built[1]} "
+                         f"grid this encoder's relative position tables cover; build it with a larger "
+                         f"img_size (at least {grid[0] * int(pe.patch_size[0])})")
+    saved: list[tuple[object, str, object]] = []
+
+    def swap(obj, name, value):
+        saved.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    try:
+        swap(pe, "strict_img_size", False)
+        pos = getattr(backbone, "pos_embed", None)
+        if isinstance(pos, nn.Parameter):
+            prefix = 0 if getattr(backbone, "no_embed_class", False) else backbone.num_prefix_tokens
+            swap(backbone, "pos_embed", nn.Parameter(
+                dino_resample_pos_embed(pos.detach(), built, grid, prefix), requires_grad=False))
+        for m in rel:
+            swap(m, "relative_position_index", _sub_grid_index(m.relative_position_index, built, grid))
+            swap(m, "window_size", tuple(grid))
+            if hasattr(m, "window_area"):
+                swap(m, "window_area", grid[0] * grid[1])
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)
 
 
 def _per_token_norm(backbone: nn.Module) -> nn.Module | None:

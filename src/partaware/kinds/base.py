@@ -1,0 +1,82 @@
+"""What a dataset kind declares. The workflow, the CLI, the config check and extraction ask the
+kind of a dataset (`partaware.kinds.get`) instead of branching on its name.
+
+A kind module subclasses `Kind`, fills in the class attributes and the methods its data needs,
+and registers an instance with `@register` in `partaware/kinds/__init__.py`'s list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class ExtractionPlan:
+    """Everything extraction needs to fill one store of a (dataset, split[, shard]).
+
+    `layout` maps array name -> (per-row shape, dtype, chunk rows); `images` and `resume_rows`
+    name the rows exactly (the resume key: a resumed store must hold the same rows);
+    `loader_data(start)` is the Dataset of the rows from `start` on; `make_step(encoder,
+    device, amp)` returns the per-batch device function of `extraction.steps`.
+    """
+    n_rows: int
+    layout: dict
+    transform: str
+    images: list[str]
+    resume_rows: list
+    rows: tuple[int, int]
+    loader_data: Callable[[int], Any]
+    collate: Callable
+    make_step: Callable
+    images_per_batch: int
+    attrs: dict = field(default_factory=dict)
+
+
+class Kind:
+    """Base of the dataset kinds; see the module docstring."""
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()          # evaluation tasks this kind feeds
+    schema: dict = {}                    # JSON-schema properties of its own config keys
+    required: tuple[str, ...] = ()       # its required keys (unless the dataset is a demo)
+    has_index: bool = False              # a part index (results/index/<dataset>/) is built first
+    example: str = ""                    # a config line shown in errors
+
+    # ---- config
+    def paths(self, ds: dict) -> list[str]:
+        """Files and folders that must exist before any job runs."""
+        return [ds["root"]] if "root" in ds else []
+
+    def check(self, where: str, ds: dict) -> None:
+        """Semantic checks beyond the schema; raise config.ConfigError naming `where`."""
+
+    # ---- jobs and their files
+    def splits(self, ds: dict) -> list[str]:
+        """The stores (splits) the configured tasks need."""
+        raise NotImplementedError
+
+    def task_splits(self, ds: dict, task: str) -> list[str]:
+        """The stores one task reads, in the order the evaluation takes them."""
+        raise NotImplementedError
+
+    def index_inputs(self, ds: dict) -> list[str]:
+        """Files the part index depends on (a change rebuilds it)."""
+        return []
+
+    def extract_inputs(self, ds: dict, split: str) -> list[str]:
+        """Files an extraction job reads besides the checkpoint."""
+        return []
+
+    def store_arrays(self, ds: dict, split: str) -> list[str]:
+        raise NotImplementedError
+
+    def generate_demo(self, ds: dict, out: Path) -> None:
+        raise NotImplementedError(f"kind {self.name} has no demo generator")
+
+    def build_index(self, ds: dict, outdir: Path, splits: list[str]) -> None:
+        raise NotImplementedError(f"kind {self.name} has no part index")
+
+    def plan(self, cfg: dict, dataset: str, split: str, encoder, device, index_path: Path | None,
+             shard: int) -> ExtractionPlan:
+        raise NotImplementedError

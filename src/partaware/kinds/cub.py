@@ -1,0 +1,37 @@
+"""CUB-200-2011 parts: the folder holding images.txt, parts/ and images/ (PROTOCOL.md section 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import parts as P
+from ..data.cub import DEFAULT_PARTS, cub_patches
+from ..data.errors import DataError
+from . import register
+from .part_patches import PartKind
+
+
+@register
+class Cub(PartKind):
+    name = "cub"
+    default_parts = DEFAULT_PARTS
+    default_retrieval = ("train", "test")  # all 11,788 images, as the paper
+    required = ("root",)
+    example = "root: data/CUB_200_2011"
+    schema = {**PartKind.schema,
+              "root": {"type": "string", "description": "the CUB_200_2011 folder (holds images.txt)"}}
+
+    def index_inputs(self, ds: dict) -> list[str]:
+        if "demo" in ds:
+            return [ds["root"]]
+        return [f"{ds['root']}/{f}" for f in ("images.txt", "train_test_split.txt",
+                                                "parts/parts.txt", "parts/part_locs.txt")]
+
+    def read_patches(self, ds: dict):
+        if not ds.get("root"):
+            raise DataError(f"dataset {ds.get('name', '?')!r}: kind cub needs `root`, the folder that holds images.txt")
+        return cub_patches(ds["root"], P.part_ids(ds, DEFAULT_PARTS), P.max_images(ds))
+
+    def generate_demo(self, ds: dict, out: Path) -> None:
+        from ..data.demo import generate_demo_cub
+
+        generate_demo_cub(out, **ds["demo"])

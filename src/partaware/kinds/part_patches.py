@@ -1,0 +1,103 @@
+"""What the part-patch kinds (CUB parts, COCO keypoints) share: tasks, splits, the index job and
+the extraction plan (one store row per part patch; `cls`, `mean`, `proj`, and `tokens` for the
+attentive probe).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data import parts as P
+from .base import ExtractionPlan, Kind
+
+PROBES = ("linear", "attentive", "logistic")
+
+
+def view_of(split: str) -> str:
+    """The paper's transforms: the probes' train split uses resize + centre crop, all else a resize."""
+    return "train" if split == "train" else "eval"
+
+
+def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
+    """Contiguous, near-equal row ranges: shard k of n covers [lo, hi)."""
+    bounds = np.linspace(0, n_rows, shards + 1).round().astype(int)
+    return int(bounds[shard]), int(bounds[shard + 1])
+
+
+class PartKind(Kind):
+    tasks = ("retrieval",) + PROBES
+    has_index = True
+    default_parts: tuple[int, ...] = ()
+    default_retrieval: tuple[str, ...] = ()
+    schema = {
+        "parts": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2,
+                  "description": "1-based part / keypoint ids (default: the paper's)"},
+        "max_images": {"type": "integer", "minimum": 1, "description": "first N images only (quick runs)"},
+        "resize": {"type": "integer", "minimum": 16, "default": 256,
+                   "description": "the probes' train view: shorter side before the centre crop"},
+    }
+
+    def splits(self, ds: dict) -> list[str]:
+        tasks = set(ds["tasks"])
+        out = ["all"] if "retrieval" in tasks else []
+        return out + (["train", "test"] if tasks & set(PROBES) else [])
+
+    def task_splits(self, ds: dict, task: str) -> list[str]:
+        return ["all"] if task == "retrieval" else ["train", "test"]
+
+    def store_arrays(self, ds: dict, split: str) -> list[str]:
+        wanted = ["cls", "mean", "proj"]
+        if "attentive" in ds["tasks"] and split in ("train", "test"):
+            wanted.append("tokens")
+        return wanted
+
+    def extract_inputs(self, ds: dict, split: str) -> list[str]:
+        return [f"results/index/{ds['name']}/{split}.parquet"]
+
+    def read_patches(self, ds: dict):
+        """The kind's patch table (columns of `cub.cub_patches`)."""
+        raise NotImplementedError
+
+    def read_index(self, ds: dict):
+        return P.index_from_patches(self.read_patches(ds), ds, self.default_parts, self.default_retrieval)
+
+    def build_index(self, ds: dict, outdir: Path, splits: list[str]) -> None:
+        index = self.read_index(ds)
+        for split in splits:
+            P.write_index(P.select_split(index, split), Path(outdir) / f"{split}.parquet")
+
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+        import pandas as pd
+        import torch
+
+        from ..data.images import describe_transform, patch_transform
+        from ..extraction.loaders import PatchImages, collate_patches, split_transform
+        from ..extraction.steps import part_step
+
+        ds = cfg["datasets"][dataset]
+        mean, std = encoder.mean_std
+        index = pd.read_parquet(index_path)
+        lo, hi = shard_range(len(index), shard, cfg["extract"]["shards"])
+        index = index.iloc[lo:hi]
+        with torch.inference_mode():
+            probe = encoder(torch.zeros(1, 3, ds["size"], ds["size"], device=device))
+        arrays = [a for a in self.store_arrays(ds, split) if a in probe]
+        chunk_rows, dtype = cfg["cache"]["chunk_rows"], cfg["cache"]["dtype"]
+        layout = {a: (tuple(probe[a].shape[1:]), dtype, 1 if a == "tokens" else chunk_rows) for a in arrays}
+        layout["label"] = ((), "int64", chunk_rows)
+        view = dict(size=ds["size"], resize=ds["resize"], mean=mean, std=std)
+        pil_steps, table = split_transform(patch_transform(view_of(split), **view))
+        rows = index["row"].to_numpy(np.int64)
+        label_of = np.zeros(int(rows.max()) + 1 if len(rows) else 0, np.int64)
+        label_of[rows] = index["label"].to_numpy(np.int64)
+        per_image = max(1.0, len(index) / max(1, index["image_path"].nunique()))
+        on_bad = cfg["data"]["on_bad_image"]
+        return ExtractionPlan(
+            n_rows=len(index), layout=layout, transform=describe_transform(view_of(split), **view),
+            images=index["image_path"].astype(str).tolist(),
+            resume_rows=index[["label", "x0", "y0", "x1", "y1"]].to_numpy().tolist(), rows=(lo, hi),
+            loader_data=lambda start: PatchImages(index.iloc[start:], pil_steps, on_bad),
+            collate=collate_patches,
+            make_step=lambda enc, dev, amp: part_step(enc, dev, amp, table, arrays, label_of, layout),
+            images_per_batch=max(1, int(cfg["extract"]["batch_size"] / per_image)))
