@@ -1,20 +1,14 @@
 """COCO adapter on a real val2017 subset (mmpose's test_coco.json: 4 images, 14 persons)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from partaware.data.errors import DataError
 from partaware.data.geometry import nearest_other_distance
-from partaware.data.parts import build_part_index, select_split
-
-DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "coco" / "mmpose_tests_data_coco"
-if not DIR.is_dir():
-    DIR = Path("/work/shared/fixtures/real/coco/mmpose_tests_data_coco")
-JSON = DIR / "test_coco.json"
-pytestmark = pytest.mark.skipif(not JSON.is_file(), reason="real COCO fixture not available")
+from partaware.data.parts import select_split
+from partaware.kinds import build_part_index
 
 # Hand derivation from test_coco.json, keypoints 1 nose, 11 right_wrist, 16 left_ankle, v == 2:
 # persons with >= 2 such keypoints (annotation id: kept keypoints):
@@ -62,20 +56,22 @@ EXPECTED = [
 ]
 
 
-def split_spec(path=JSON):
-    return {"annotations": str(path), "images": str(DIR)}
+@pytest.fixture
+def split_spec(real_coco):
+    """split_spec(path): a split on the real images, annotations from `path` (default: the real test_coco.json)."""
+    return lambda path=real_coco / "test_coco.json": {"annotations": str(path), "images": str(real_coco)}
 
 
-def test_real_coco_patches():
+def test_real_coco_patches(split_spec, real_coco):
     df = build_part_index({"kind": "coco", "name": "coco", "train": split_spec()})
     got = [(r.image_id, r.part_id, r.part_name, r.label, r.x, r.y, round(r.d, 3), (r.x0, r.y0, r.x1, r.y1))
            for r in df.itertuples()]
     assert got == EXPECTED
     assert set(df["split"]) == {"train"}
-    assert df["image_path"].iloc[0] == str(DIR / "000000000785.jpg")
+    assert df["image_path"].iloc[0] == str(real_coco / "000000000785.jpg")
 
 
-def test_annotation_id_separates_persons():
+def test_annotation_id_separates_persons(split_spec):
     # 197388: nose of person 467657 (345,92) is sqrt(11^2+43^2) = 44.4 px from the nose of
     # person 437295 (334,135), but the released code measures on (x, y, annotation id) triples,
     # so the persons are 467657 - 437295 = 30362 apart and d stays within the person: 117.154.
@@ -88,7 +84,7 @@ def test_annotation_id_separates_persons():
     assert nose["d"].item() == pytest.approx(117.154, abs=1e-3)
 
 
-def test_train_and_test_splits_and_retrieval_set():
+def test_train_and_test_splits_and_retrieval_set(split_spec):
     # both splits pointed at the same file: every patch appears once per split
     df = build_part_index({"kind": "coco", "name": "coco", "train": split_spec(), "test": split_spec()})
     assert (df["split"] == "train").sum() == (df["split"] == "test").sum() == 21
@@ -98,7 +94,7 @@ def test_train_and_test_splits_and_retrieval_set():
     assert retrieval["row"].tolist() == list(range(21))
 
 
-def test_max_images_and_custom_keypoints():
+def test_max_images_and_custom_keypoints(split_spec):
     df = build_part_index({"kind": "coco", "train": split_spec(), "max_images": 1})
     assert df["image_id"].tolist() == [785] * 3
     # keypoints 1 and 16 only: 442619's nose-ankle distance sqrt(99^2+281^2) = sqrt(88762) = 297.930
@@ -106,23 +102,23 @@ def test_max_images_and_custom_keypoints():
     assert df["label"].tolist() == [1, 0] and round(df["d"].iloc[0], 3) == 297.930
 
 
-def test_only_test_split_configured_has_no_retrieval_set():
+def test_only_test_split_configured_has_no_retrieval_set(split_spec):
     df = build_part_index({"kind": "coco", "name": "cocoval", "test": split_spec()})
     with pytest.raises(DataError, match=r"dataset 'cocoval': split 'all' \(= train\) has no part patches"):
         select_split(df, "all")
 
 
-def test_unknown_keypoint_id():
+def test_unknown_keypoint_id(split_spec):
     with pytest.raises(DataError, match=r"test_coco\.json: keypoint id\(s\) \[18\].*1\.\.17 = 1 nose"):
         build_part_index({"kind": "coco", "train": split_spec(), "parts": [1, 18]})
 
 
-def test_broken_json_and_annotations(tmp_path):
+def test_broken_json_and_annotations(split_spec, real_coco, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [],\n "annotations": [\n oops]}')
     with pytest.raises(DataError, match=r"bad\.json:3: not valid JSON"):
         build_part_index({"kind": "coco", "train": split_spec(bad)})
-    data = json.loads(JSON.read_text())
+    data = json.loads((real_coco / "test_coco.json").read_text())
     data["annotations"][0]["image_id"] = 12345
     orphan = tmp_path / "orphan.json"
     orphan.write_text(json.dumps(data))

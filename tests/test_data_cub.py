@@ -1,16 +1,11 @@
-"""CUB adapter on the real CUB-200-2011 files (../shared/fixtures/real, read in place)."""
+"""CUB adapter on the real CUB-200-2011 files (tests/fixtures/real, read in place)."""
 
 from pathlib import Path
 
 import pytest
 
 from partaware.data.errors import DataError
-from partaware.data.parts import build_part_index
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "cub" / "CUB_200_2011"
-if not REAL.is_dir():  # the lead's checkout may sit elsewhere; the fixtures live in /work/shared
-    REAL = Path("/work/shared/fixtures/real/cub/CUB_200_2011")
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real CUB fixture not available")
+from partaware.kinds import build_part_index
 
 # Hand derivation from parts/part_locs.txt, images 1-6, parts 11 (right eye), 12 (right leg),
 # 9 (left wing), 14 (tail), visible only (part 12 is invisible in images 1-5):
@@ -44,37 +39,41 @@ EXPECTED = [
 ]
 
 
-def cfg(root=REAL, **kw):
+def cfg(root, **kw):
     return {"kind": "cub", "name": "cub", "root": str(root), "max_images": 6, **kw}
 
 
-def test_real_cub_first_six_images():
-    df = build_part_index(cfg())
+def test_real_cub_first_six_images(real_cub):
+    df = build_part_index(cfg(real_cub))
     assert df["row"].tolist() == list(range(13))
     got = [(r.image_id, r.part_id, r.part_name, r.label, r.x, r.y, round(r.d, 3), (r.x0, r.y0, r.x1, r.y1), r.split)
            for r in df.itertuples()]
     assert got == EXPECTED
-    assert df["image_path"].iloc[0] == str(REAL / "images/001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg")
+    first = real_cub / "images/001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg"
+    assert df["image_path"].iloc[0] == str(first)
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in df["image_path"])
 
 
-def test_part_subset_changes_distances():
+def test_part_subset_changes_distances(real_cub):
     # parts 9 and 14 only: image 2 now has |9-14| = 69.527 for both (eye gone); image 5 likewise
     # 74.632; image 6's tail (82,199) vs wing (193,108): sqrt(111^2+91^2) = sqrt(20602) = 143.534
-    df = build_part_index(cfg(parts=[14, 9]))
+    df = build_part_index(cfg(real_cub, parts=[14, 9]))
     assert df["label"].tolist() == [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]  # label = position in `parts`
     assert round(df[(df.image_id == 6) & (df.part_id == 14)]["d"].item(), 3) == 143.534
 
 
-def mini_cub(tmp_path: Path, n_images: int = 6) -> Path:
-    """First n images of the real text files, for corrupting (a temp copy, not in the repo)."""
-    root = tmp_path / "CUB_200_2011"
-    (root / "parts").mkdir(parents=True)
-    for name, n in [("images.txt", n_images), ("train_test_split.txt", n_images),
-                    ("parts/parts.txt", 15), ("parts/part_locs.txt", 15 * n_images)]:
-        lines = (REAL / name).read_text().splitlines(keepends=True)[:n]
-        (root / name).write_text("".join(lines))
-    return root
+@pytest.fixture
+def mini_cub(real_cub):
+    """mini_cub(dir, n): the first n images of the real text files under dir, for corrupting (a temp copy)."""
+    def make(tmp_path: Path, n_images: int = 6) -> Path:
+        root = tmp_path / "CUB_200_2011"
+        (root / "parts").mkdir(parents=True)
+        for name, n in [("images.txt", n_images), ("train_test_split.txt", n_images),
+                        ("parts/parts.txt", 15), ("parts/part_locs.txt", 15 * n_images)]:
+            lines = (real_cub / name).read_text().splitlines(keepends=True)[:n]
+            (root / name).write_text("".join(lines))
+        return root
+    return make
 
 
 def edit_line(path: Path, lineno: int, text: str) -> None:
@@ -87,30 +86,30 @@ def build(root, **kw):
     return build_part_index(cfg(root, check_files=False, **kw))
 
 
-def test_mini_copy_matches_real(tmp_path):
+def test_mini_copy_matches_real(mini_cub, tmp_path):
     assert len(build(mini_cub(tmp_path))) == 13
 
 
-def test_wrong_column_count_names_file_and_line(tmp_path):
+def test_wrong_column_count_names_file_and_line(mini_cub, tmp_path):
     root = mini_cub(tmp_path)
     edit_line(root / "parts/part_locs.txt", 20, "2 5 266.0 141.0")
     with pytest.raises(DataError, match=r"parts/part_locs\.txt:20: expected 5 columns, found 4"):
         build(root)
 
 
-def test_unknown_part_id_in_part_locs(tmp_path):
+def test_unknown_part_id_in_part_locs(mini_cub, tmp_path):
     root = mini_cub(tmp_path)
     edit_line(root / "parts/part_locs.txt", 7, "1 16 0.0 0.0 0")
     with pytest.raises(DataError, match=r"part_locs\.txt:7: part id 16 is not in parts/parts\.txt"):
         build(root)
 
 
-def test_unknown_configured_part_id():
+def test_unknown_configured_part_id(real_cub):
     with pytest.raises(DataError, match=r"parts\.txt: part id\(s\) \[16\].*valid: 1 back"):
-        build_part_index(cfg(parts=[11, 16]))
+        build_part_index(cfg(real_cub, parts=[11, 16]))
 
 
-def test_unknown_image_id_in_part_locs(tmp_path):
+def test_unknown_image_id_in_part_locs(mini_cub, tmp_path):
     root = mini_cub(tmp_path)
     with open(root / "parts/part_locs.txt", "a") as f:
         f.write("7 1 10.0 10.0 1\n")
@@ -118,7 +117,7 @@ def test_unknown_image_id_in_part_locs(tmp_path):
         build(root)
 
 
-def test_bad_number_and_missing_split_entry(tmp_path):
+def test_bad_number_and_missing_split_entry(mini_cub, tmp_path):
     root = mini_cub(tmp_path)
     edit_line(root / "parts/part_locs.txt", 3, "1 3 abc 0.0 0")
     with pytest.raises(DataError, match=r"part_locs\.txt:3: x 'abc' is not a valid float"):
@@ -129,7 +128,7 @@ def test_bad_number_and_missing_split_entry(tmp_path):
         build(root)
 
 
-def test_missing_files(tmp_path):
+def test_missing_files(mini_cub, tmp_path):
     root = mini_cub(tmp_path)
     (root / "parts/parts.txt").unlink()
     with pytest.raises(DataError, match=r"parts/parts\.txt: CUB file not found; set the dataset's `root`"):
@@ -138,7 +137,7 @@ def test_missing_files(tmp_path):
         build(tmp_path / "nowhere")
 
 
-def test_missing_images_are_reported():
+def test_missing_images_are_reported(real_cub):
     # the fixture has only the JPEGs of ids 1-6
     with pytest.raises(DataError, match=r"indexed image\(s\) missing.*check_files: false"):
-        build_part_index(cfg(max_images=10))
+        build_part_index(cfg(real_cub, max_images=10))

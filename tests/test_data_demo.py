@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from partaware.data.demo import generate_demo_cub
-from partaware.data.parts import build_part_index, select_split
+from partaware.data.parts import select_split
+from partaware.kinds import build_part_index
 
 
 def files(root: Path) -> list[str]:

@@ -12,17 +12,20 @@ from partaware.data.errors import DataError
 from partaware.data.images import (IMAGENET_MEAN, IMAGENET_STD, crop_patch, describe_transform, load_rgb,
                                    patch_transform)
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/fixtures/real")
-CUB_JPG = REAL / "cub/CUB_200_2011/images/001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg"
-COCO_JPG = REAL / "coco/mmpose_tests_data_coco/000000197388.jpg"
-pytestmark = pytest.mark.skipif(not CUB_JPG.is_file(), reason="real fixtures not available")
+
+@pytest.fixture
+def cub_jpg(real_cub) -> Path:
+    return real_cub / "images/001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg"
 
 
-def test_grayscale_and_other_modes_open_as_rgb(tmp_path):
+@pytest.fixture
+def coco_jpg(real_coco) -> Path:
+    return real_coco / "000000197388.jpg"
+
+
+def test_grayscale_and_other_modes_open_as_rgb(cub_jpg, tmp_path):
     gray = tmp_path / "gray.jpg"
-    Image.open(CUB_JPG).convert("L").save(gray)  # some CUB JPEGs are grayscale
+    Image.open(cub_jpg).convert("L").save(gray)  # some CUB JPEGs are grayscale
     assert Image.open(gray).mode == "L"
     img = load_rgb(gray)
     assert img.mode == "RGB" and img.size == (500, 336)
@@ -30,12 +33,12 @@ def test_grayscale_and_other_modes_open_as_rgb(tmp_path):
     assert np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])
     for mode, ext in [("CMYK", "jpg"), ("P", "png"), ("LA", "png"), ("I;16", "png")]:
         p = tmp_path / f"x_{mode.replace(';', '')}.{ext}"
-        Image.open(CUB_JPG).convert("RGB").convert(mode if mode != "I;16" else "L").convert(mode).save(p)
+        Image.open(cub_jpg).convert("RGB").convert(mode if mode != "I;16" else "L").convert(mode).save(p)
         assert load_rgb(p).mode == "RGB", mode
 
 
-def test_truncated_jpeg_fails_at_load(tmp_path):
-    data = CUB_JPG.read_bytes()
+def test_truncated_jpeg_fails_at_load(cub_jpg, tmp_path):
+    data = cub_jpg.read_bytes()
     cut = tmp_path / "truncated.jpg"
     cut.write_bytes(data[: len(data) // 2])
     Image.open(cut)  # the header alone opens fine: only a full decode finds the damage
@@ -52,9 +55,9 @@ def test_missing_and_non_image_files(tmp_path):
         load_rgb(txt)
 
 
-def test_crop_outside_is_zero_filled():
+def test_crop_outside_is_zero_filled(coco_jpg):
     # COCO 197388, person 543117's nose: box (-6, 37, 78, 121) starts 6 px left of the image
-    img = load_rgb(COCO_JPG)
+    img = load_rgb(coco_jpg)
     patch = np.asarray(crop_patch(img, (-6, 37, 78, 121)))
     assert patch.shape == (84, 84, 3)
     assert not patch[:, :6].any()
@@ -63,8 +66,8 @@ def test_crop_outside_is_zero_filled():
     assert not corner[32:].any() and not corner[:, 40:].any() and corner[:32, :40].any()
 
 
-def test_eval_transform_equals_released_resize_on_square_patches():
-    img = load_rgb(CUB_JPG)
+def test_eval_transform_equals_released_resize_on_square_patches(cub_jpg):
+    img = load_rgb(cub_jpg)
     patch = crop_patch(img, (191, 85, 225, 119))  # 34 x 34, image 2's left wing
     x = patch_transform("eval")(patch)
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32

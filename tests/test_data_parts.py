@@ -1,24 +1,20 @@
 """The part index contract (docs/design.md "Part index"): columns, splits, files."""
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from partaware.data.errors import DataError
-from partaware.data.parts import COLUMNS, build_part_index, read_index, select_split, write_index
-
-CUB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "cub" / "CUB_200_2011"
-if not CUB.is_dir():
-    CUB = Path("/work/shared/fixtures/real/cub/CUB_200_2011")
-pytestmark = pytest.mark.skipif(not CUB.is_dir(), reason="real CUB fixture not available")
+from partaware.data.parts import COLUMNS, read_index, select_split, write_index
+from partaware.kinds import build_part_index
 
 
-def cub(**kw):
-    return {"kind": "cub", "name": "cub", "root": str(CUB), "max_images": 6, **kw}
+@pytest.fixture
+def cub(real_cub):
+    """Settings of the real CUB sample (first 6 images), with overrides."""
+    return lambda **kw: {"kind": "cub", "name": "cub", "root": str(real_cub), "max_images": 6, **kw}
 
 
-def test_columns_and_types():
+def test_columns_and_types(cub):
     df = build_part_index(cub())
     assert list(df.columns) == COLUMNS
     ints = ["row", "image_id", "part_id", "label", "x0", "y0", "x1", "y1"]
@@ -31,7 +27,7 @@ def test_columns_and_types():
     assert df.attrs["retrieval_splits"] == ["train", "test"] and df.attrs["parts"] == [11, 12, 9, 14]
 
 
-def test_select_split_renumbers_rows():
+def test_select_split_renumbers_rows(cub):
     df = build_part_index(cub())
     # train = images 2, 4, 5 (3 + 2 + 3 patches); test = images 3, 6 (3 + 2)
     train, test, everything = (select_split(df, s) for s in ("train", "test", "all"))
@@ -44,7 +40,7 @@ def test_select_split_renumbers_rows():
         select_split(df, "val")
 
 
-def test_empty_split_and_empty_dataset():
+def test_empty_split_and_empty_dataset(cub):
     df = build_part_index(cub(max_images=2))  # image 1 has no patch, image 2 is train
     with pytest.raises(DataError, match=r"dataset 'cub': split 'test' \(= test\) has no part patches"):
         select_split(df, "test")
@@ -52,7 +48,7 @@ def test_empty_split_and_empty_dataset():
         build_part_index(cub(max_images=1))
 
 
-def test_write_and_read_index(tmp_path):
+def test_write_and_read_index(cub, tmp_path):
     df = build_part_index(cub())
     path = tmp_path / "index" / "cub" / "all.parquet"
     write_index(df, path)
@@ -65,7 +61,7 @@ def test_write_and_read_index(tmp_path):
         read_index(tmp_path / "none.parquet")
 
 
-def test_bad_settings():
+def test_bad_settings(cub):
     for bad in (0, -1, "6", True):
         with pytest.raises(DataError, match="max_images must be a positive integer"):
             build_part_index(cub(max_images=bad))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from ..data.errors import DataError
 from .base import ExtractionPlan, Kind
 
 _MODULES = ("cub", "coco", "segfolder")
@@ -24,11 +25,12 @@ def _load() -> None:
 
 
 def get(name: str) -> Kind:
-    """The kind called `name`, or a ValueError listing the known ones."""
+    """The kind called `name`, or a DataError (a ValueError) listing the known ones."""
     if not KINDS:
         _load()
     if name not in KINDS:
-        raise ValueError(f"dataset kind {name!r} is unknown; use one of {', '.join(sorted(KINDS))}")
+        raise DataError(f"unknown kind {name!r}; use one of {', '.join(sorted(KINDS))} "
+                        "(partaware/kinds/)")
     return KINDS[name]
 
 

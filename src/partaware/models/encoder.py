@@ -13,6 +13,8 @@
 - `img_size` (int): input size passed to timm; absolute / relative position tables of the
   checkpoint are resampled to it when it differs from the checkpoint's.
 - `timm_kwargs` (dict): extra arguments for `timm.create_model` (e.g. `depth` in tests).
+- `ln_eps`: LayerNorm epsilon of the backbone (default: the timm model's, 1e-6 for ViT/BEiT);
+  the released retrieval/classification code built CAE with 1e-5.
 - `mean`, `std`: the input normalisation the data transforms should use (default ImageNet's).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -317,6 +320,8 @@ def build_encoder(model_cfg: dict, checkpoint: Path | None = None) -> Encoder:
     kwargs = {**dict(cfg.get("timm_kwargs") or {}), "num_classes": 0}
     if cfg.get("img_size") is not None:
         kwargs["img_size"] = int(cfg["img_size"])
+    if cfg.get("ln_eps") is not None:  # e.g. CAE as the released classification code built it (1e-5)
+        kwargs["norm_layer"] = partial(nn.LayerNorm, eps=float(cfg["ln_eps"]))
     head, digest = None, None
     if weights == "checkpoint":
         path = checkpoint or cfg.get("checkpoint")

@@ -13,10 +13,6 @@ from partaware.data.segfolder import (
     LIP_CLASSES, NUM_CLASSES, list_samples, load_label, reduce_zero_label, seg_view,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
-LIP = REAL / "lip"
-needs_lip = pytest.mark.skipif(not LIP.is_dir(), reason="real LIP fixture not available")
-
 
 def _decode_gray_png(path):
     """Minimal independent PNG decoder (8-bit grayscale, not interlaced) for cross-checking."""
@@ -65,9 +61,8 @@ def test_class_counts():
     assert LIP_CLASSES == 19
 
 
-@needs_lip
-def test_real_lip_label_matches_independent_decode():
-    png = LIP / "ann" / "684_2150041.png"
+def test_real_lip_label_matches_independent_decode(real_lip):
+    png = real_lip / "ann" / "684_2150041.png"
     label = load_label(png, LIP_CLASSES)
     expected = _decode_gray_png(png)
     assert label.dtype == np.uint8 and label.shape == expected.shape == (220, 154)
@@ -75,15 +70,14 @@ def test_real_lip_label_matches_independent_decode():
     values = set(np.unique(expected).tolist())
     assert set(np.unique(label).tolist()) == values
     assert values <= set(range(20)) and 0 in values and len(values) > 2
-    names = (LIP / "lip_20_labels_DERIVED.txt").read_text().split("\n")
+    names = (real_lip / "lip_20_labels_DERIVED.txt").read_text().split("\n")
     assert len([n for n in names if n.strip()]) == LIP_CLASSES + 1
 
 
-@needs_lip
-def test_list_samples_real_lip_pair(tmp_path):
+def test_list_samples_real_lip_pair(real_lip, tmp_path):
     for sub, name in (("img", "684_2150041.jpg"), ("ann", "684_2150041.png")):
         (tmp_path / sub / "train").mkdir(parents=True)
-        (tmp_path / sub / "train" / name).symlink_to(LIP / sub / name)
+        (tmp_path / sub / "train" / name).symlink_to(real_lip / sub / name)
     samples = list_samples(tmp_path, "train", {"part": "ann"})
     assert samples == [{"id": "684_2150041", "img": tmp_path / "img/train/684_2150041.jpg",
                         "part": tmp_path / "ann/train/684_2150041.png"}]
