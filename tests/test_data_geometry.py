@@ -85,3 +85,15 @@ def test_int_box_crops_the_same_pixels_as_the_released_float_box():
         r = round(d / 2 / 2)
         released = img.crop((x - r, y - r, x + r, y + r))
         assert np.array_equal(np.asarray(crop_patch(img, crop_box(x, y, d))), np.asarray(released))
+
+
+def test_inside_fraction_and_the_bad_box_threshold():
+    from partaware.data.geometry import MIN_INSIDE, box_problem, inside_fraction
+
+    assert inside_fraction((0, 0, 10, 10), 100, 100) == 1.0
+    assert inside_fraction((-5, 0, 5, 10), 100, 100) == 0.5
+    assert inside_fraction((-5, -5, 5, 5), 100, 100) == 0.25  # a keypoint at the corner: the least
+    assert inside_fraction((200, 200, 210, 210), 100, 100) == 0.0
+    assert box_problem((-5, -5, 5, 5), 100, 100) is None and MIN_INSIDE == 0.25
+    assert "does not overlap" in box_problem((200, 200, 210, 210), 100, 100)
+    assert "keeps only 9% of itself" in box_problem((-7, -7, 3, 3), 100, 100)

@@ -158,6 +158,54 @@ def test_keypoint_outside_the_image_gives_a_zero_filled_crop(cub, tmp_path, caps
         assert store.read("valid").all() and np.isfinite(store.read("cls").astype(np.float32)).all()
 
 
+def test_image_that_does_not_hold_its_keypoints_is_a_bad_input(cub, tmp_path, capsys):
+    """A 1 x 1 image in place of the annotated one: every crop box lies outside it. Error mode
+    names the image and box; skip mode leaves its patches out (valid = 0) and lists why."""
+    code, _ = index(capsys, make_cfg(cub), tmp_path / "index")
+    assert code == 0
+    rows = pd.read_parquet(tmp_path / "index" / "all.parquet")
+    tiny = Path(rows.image_path.iloc[0])
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tiny, format="JPEG")
+    code, error = extract(capsys, make_cfg(cub), "rnd", tmp_path / "index" / "all.parquet", tmp_path / "e.zarr")
+    assert code == 1 and str(tiny) in error and "1x1 image" in error and "on_bad_image: skip" in error
+    assert not (tmp_path / "e.zarr").exists()
+    code, error = extract(capsys, make_cfg(cub, on_bad_image="skip"), "rnd", tmp_path / "index" / "all.parquet",
+                          tmp_path / "s.zarr")
+    assert code == 0, error
+    with open_store(tmp_path / "s.zarr") as store:
+        valid = store.read("valid").astype(bool)
+        bad = (rows.image_path == str(tiny)).to_numpy()
+        np.testing.assert_array_equal(valid, ~bad)
+        reasons = store.attrs["skipped_images"]
+        assert len(reasons) == bad.sum() and all(str(tiny) in r and "does not overlap" in r for r in reasons)
+
+
+def test_segmentation_image_below_the_minimum_side_is_a_bad_input(tmp_path, capsys):
+    from partaware.data.demo_seg import generate_demo_seg
+
+    root = generate_demo_seg(tmp_path / "seg", n_train=2, n_val=2, size=48, seed=0)
+    small = sorted((root / "img" / "val").glob("*.jpg"))[0]
+    Image.new("RGB", (1, 1)).save(small, format="JPEG")
+    Image.new("L", (1, 1)).save(root / "ann" / "val" / f"{small.stem}.png")
+    for on_bad_image in ("error", "skip"):
+        cfg = C.validate({"device": "cpu", "data": {"on_bad_image": on_bad_image},
+                          "extract": {"batch_size": 4, "num_workers": 0},
+                          "datasets": {"seg": {"kind": "segfolder", "root": str(root), "size": 32, "blocks": [1],
+                                               "label_sets": {"part": {"dir": "ann", "classes": 6}},
+                                               "tasks": ["segmentation"]}},
+                          "models": {"rnd": {**TINY, "weights": "random", "seed": 1}}})
+        out = tmp_path / f"{on_bad_image}.zarr"
+        code, error = partaware(capsys, "extract", "--spec", spec(cfg, "seg", "rnd"), "--runtime", RUNTIME,
+                                "--dataset", "seg", "--model", "rnd", "--split", "val", "--out", out)
+        if on_bad_image == "error":
+            assert code == 1 and str(small) in error and "1x1 px" in error
+        else:
+            assert code == 0, error
+            with open_store(out) as store:
+                assert store.read("valid").tolist() == [0, 1]
+                assert str(small) in store.attrs["skipped_images"][0]
+
+
 # --------------------------------------------------------------------------- segmentation labels
 @pytest.mark.parametrize("on_bad_image", ["error", "skip"])
 def test_label_value_outside_the_classes_names_file_and_value(tmp_path, capsys, on_bad_image):

@@ -141,6 +141,12 @@ def _check_model(name: str, model: dict) -> None:
     if not timm.is_model(arch.split(".")[0]):
         raise ConfigError(f"config key {where}.arch: timm does not know the model {arch!r}; "
                           f"list candidates with timm.list_models('*{arch.split('_')[0]}*')")
+    if model["weights"] == "timm":
+        from .models.availability import timm_weights_problem
+
+        problem = timm_weights_problem(arch)
+        if problem:
+            raise ConfigError(f"config key {where}.weights: {problem}")
     if model["weights"] == "checkpoint":
         if "url" not in model and "path" not in model:
             raise ConfigError(f"config key {where}: weights: checkpoint needs a url or a path")

@@ -70,3 +70,31 @@ def crop_box(x: float, y: float, d: float) -> tuple[int, int, int, int]:
         round(float(x) + r),
         round(float(y) + r),
     )
+
+
+# A box that keeps less than this share of its area inside the image is a bad input: its patch
+# would be mostly the zero fill. A box centred on a keypoint inside the image keeps at least a
+# quarter of itself inside, so only keypoints outside the image (or a wrong, too small image)
+# fall below it; the released code would have scored such mostly-black patches.
+MIN_INSIDE = 0.25
+
+
+def inside_fraction(box, width: int, height: int) -> float:
+    """Share of the box's area (x0, y0, x1, y1) that lies inside a width x height image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    if area == 0:
+        return 0.0
+    w = max(min(x1, width) - max(x0, 0.0), 0.0)
+    h = max(min(y1, height) - max(y0, 0.0), 0.0)
+    return w * h / area
+
+
+def box_problem(box, width: int, height: int) -> str | None:
+    """Why a crop box is a bad input for an image of that size, or None."""
+    share = inside_fraction(box, width, height)
+    if share >= MIN_INSIDE:
+        return None
+    where = "does not overlap" if share == 0 else f"keeps only {share:.0%} of itself inside"
+    return (f"crop box {tuple(int(v) for v in box)} {where} the {width}x{height} image "
+            f"(at least {MIN_INSIDE:.0%} must be inside); the image is not the one its annotations describe")

@@ -96,6 +96,19 @@ def load_label(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     return label
 
 
+# An image (or label map) whose shorter side is below this is a bad input: at 16 px it does
+# not fill one ViT patch, and upscaling it to a probe's view would invent the pixels scored.
+MIN_SIDE = 16
+
+
+def check_size(path, size: tuple[int, int], what: str = "image") -> None:
+    """DataError naming `path` when its (width, height) is below `MIN_SIDE` on a side."""
+    if min(size) < MIN_SIDE:
+        raise DataError(f"{path}: {what} is {size[0]}x{size[1]} px, below the {MIN_SIDE} px minimum side "
+                        "of a segmentation sample; restore the file, or set `data.on_bad_image: skip` "
+                        "to leave it out")
+
+
 def reduce_zero_label(label: np.ndarray) -> np.ndarray:
     """mmseg's `reduce_zero_label`: 0 -> 255 (ignored), c -> c - 1, 255 stays 255."""
     label = np.asarray(label, dtype=np.uint8)

@@ -13,6 +13,7 @@ from torchvision import transforms as T
 
 from ..data import segfolder
 from ..data.errors import DataError
+from ..data.geometry import box_problem
 from ..data.images import crop_patch, load_rgb
 
 
@@ -55,6 +56,7 @@ class PatchImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
+        """(rows, one uint8 patch or None per row, reasons for the None rows)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         rows = self.rows[lo:hi]
         try:
@@ -62,19 +64,30 @@ class PatchImages(torch.utils.data.Dataset):
         except DataError as err:
             if self.on_bad_image != "skip":
                 raise
-            return rows, None, str(err)
-        boxes = self.boxes[lo:hi].tolist()
-        return rows, [np.asarray(self.pil_steps(crop_patch(image, box))) for box in boxes], None
+            return rows, [None] * len(rows), [str(err)]
+        patches, errors = [], []
+        for box in self.boxes[lo:hi].tolist():
+            problem = box_problem(box, *image.size)
+            if problem is None:
+                patches.append(np.asarray(self.pil_steps(crop_patch(image, box))))
+                continue
+            message = f"{self.paths[i]}: {problem}"
+            if self.on_bad_image != "skip":
+                raise DataError(f"{message}; restore the right image, or set `data.on_bad_image: skip` "
+                                "to leave such patches out")
+            patches.append(None)
+            errors.append(message)
+        return rows, patches, errors
 
 
 def collate_patches(items):
     """PatchImages items -> (rows (n,) int64, valid (n,) bool, patches (n_valid, H, W, RGB) uint8,
     error messages): tensors the DataLoader can pin, stacked in the worker."""
     rows = torch.from_numpy(np.concatenate([r for r, _, _ in items]))
-    valid = torch.from_numpy(np.concatenate([np.full(len(r), p is not None) for r, p, _ in items]))
-    good = [patch for _, p, _ in items if p is not None for patch in p]
+    valid = torch.from_numpy(np.array([p is not None for _, ps, _ in items for p in ps], dtype=bool))
+    good = [p for _, ps, _ in items for p in ps if p is not None]
     patches = torch.from_numpy(np.stack(good)) if good else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
-    return rows, valid, patches, [err for _, _, err in items if err]
+    return rows, valid, patches, [err for _, _, errs in items for err in errs]
 
 
 class SegImages(torch.utils.data.Dataset):
@@ -94,13 +107,16 @@ class SegImages(torch.utils.data.Dataset):
         rows = np.array([sample["row"]], dtype=np.int64)
         try:
             image = load_rgb(sample["img"])
+            segfolder.check_size(sample["img"], image.size)
         except DataError as err:
             if self.on_bad_image != "skip":
                 raise
             return rows, None, str(err)
+        # a label outside the declared classes is a config error, never skipped
+        labels = {name: segfolder.load_label(sample[name], spec["classes"])
+                  for name, spec in self.label_sets.items()}
         view_labels = {}
-        for name, spec in self.label_sets.items():
-            label = segfolder.load_label(sample[name], spec["classes"])
+        for name, label in labels.items():
             view, view_labels[name] = segfolder.seg_view(image, label, self.size)
         x = torch.from_numpy(np.asarray(view, dtype=np.float32) / 255.0).permute(2, 0, 1)
         x = (x - self.mean) / self.std
