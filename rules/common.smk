@@ -28,8 +28,9 @@ EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
 SHARDS = CFG["extract"]["shards"]
 # Run-time knobs reach the jobs through the environment, not their params, so changing them
 # reruns nothing (a cluster job re-reads the config and sets the same variable).
-os.environ.update(PARTAWARE_RUNTIME=json.dumps({"device": CFG["device"],
-                      "extract": {k: CFG["extract"][k] for k in ("batch_size", "num_workers")}}))
+RUNTIME = {"device": CFG["device"]}
+RUNTIME.update({section: {k: CFG[section][k] for k in keys} for section, keys in C.RUNTIME_KEYS.items() if section})
+os.environ.update(PARTAWARE_RUNTIME=json.dumps(RUNTIME))
 
 
 def spec(*, dataset=None, model=None, sections=()):
@@ -37,6 +38,8 @@ def spec(*, dataset=None, model=None, sections=()):
     knobs are left out; the job fills them from the schema's defaults or $PARTAWARE_RUNTIME."""
     out = {k: CFG[k] for k in ("seed", "cache", "data", *sections)}
     out["extract"] = {k: CFG["extract"][k] for k in ("shards", "precision")}
+    for section in sections:
+        out[section] = {k: v for k, v in CFG[section].items() if k not in C.RUNTIME_KEYS.get(section, ())}
     out["datasets"] = {dataset: CFG["datasets"][dataset]} if dataset else {}
     out["models"] = {model: CFG["models"][model]} if model else {}
     return json.dumps(out, sort_keys=True)
@@ -115,16 +118,18 @@ def eval_stores(wildcards):
 def store_targets():
     """Every store (or shard manifest) the configured evaluations read."""
     return [store_path(dataset, model, split) for dataset, ds in CFG["datasets"].items()
-            for model in CFG["models"] for split in C.splits_of(ds)]
+            for model in CFG["models"] for split in C.splits_of(CFG, dataset)]
 
 
 def eval_targets():
-    out = []
-    for dataset, ds in CFG["datasets"].items():
-        for model in CFG["models"]:
-            for task in ds["tasks"]:
-                out.append(f"results/evals/{dataset}/{model}/{task}.csv")
-    return out
+    return [f"results/evals/{dataset}/{model}/{name}.csv" for dataset in CFG["datasets"]
+            for model in CFG["models"] for name in C.eval_names(CFG, dataset)]
+
+
+def segment_inputs(wildcards):
+    """What the paper's segmentation job reads: the images (a generated demo folder is made first)."""
+    ds = CFG["datasets"][wildcards.dataset]
+    return [ds["root"]] if is_demo(wildcards.dataset) else []
 
 
 # --------------------------------------------------------------------------------- extraction
@@ -163,7 +168,7 @@ def figure_targets():
     """Every figure of the configured datasets, and the summary of the table."""
     out = []
     for dataset, ds in CFG["datasets"].items():
-        if "segmentation" in ds["tasks"]:
+        if "segmentation" in ds["tasks"] and C.splits_of(CFG, dataset):  # the cached maps are drawn
             out.append(f"results/figures/{dataset}/feature_maps.png")
         if "retrieval" in ds["tasks"]:
             out.append(f"results/figures/{dataset}/retrieval_grid.png")

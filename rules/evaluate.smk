@@ -25,3 +25,33 @@ rule evaluate:
         "partaware evaluate --spec {params.spec:q} --threads {threads} "
         "--task {wildcards.task} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--out {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule segment:
+    """The paper's segmentation protocol: heads trained online on the frozen encoder from augmented
+    views, slide inference at full resolution. Its training state (results/state/...) survives a
+    kill and is resumed from on the rerun."""
+    input:
+        data=segment_inputs,
+        checkpoint=checkpoint_input,
+    output:
+        csv="results/evals/{dataset}/{model}/segmentation_paper.csv",
+        per_class="results/evals/{dataset}/{model}/segmentation_paper_per_class.csv",
+    params:
+        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model, sections=("segmentation",)),
+        checkpoint=checkpoint_arg,
+        state="results/state/segment/{dataset}/{model}.pt",
+    log:
+        "results/logs/segment/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/segment/{dataset}/{model}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=2880,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "partaware segment --spec {params.spec:q} --threads {threads} --dataset {wildcards.dataset} "
+        "--model {wildcards.model} {params.checkpoint} --state {params.state:q} --out {output.csv:q} > {log:q} 2>&1"

@@ -101,3 +101,13 @@ def test_not_a_store_and_incomplete(tmp_path, capsys):
     assert "partial" in capsys.readouterr().out
     assert inspect(tmp_path / "missing.shards.json") == 2
     assert "shard manifest" in capsys.readouterr().out
+
+
+def test_plain_inspect_describes_a_damaged_store_and_points_to_verify(tmp_path, capsys):
+    path = _write(tmp_path / "all.zarr", 0, N)
+    (path / "label" / "c" / "1").unlink()  # a lost chunk file
+    assert inspect(path) == 0
+    out = capsys.readouterr().out
+    assert "label" in out and "WARNING: 1 chunk(s) missing in label" in out and "--verify" in out
+    assert inspect(path, check=True) == 1
+    assert "PROBLEM label: chunk file label/c/1 missing (rows 4-7)" in capsys.readouterr().out

@@ -283,3 +283,90 @@ def test_beit_relative_table_is_resized_for_another_input_size(tmp_path):
                          "weights": "checkpoint", "format": "beit"}, path)
     assert enc.backbone.rel_pos_bias.relative_position_bias_table.shape == (7 * 7 + 3, 3)
     assert enc(_x(64))["tokens"].shape == (2, 17, 192)
+
+
+# ------------------------------------------------------------- dense at another input size
+# A slide-inference window smaller than the crop runs the encoder below its built size. The
+# released DINO segmentation backbone floors to whole patches and resamples its position table
+# (`interpolate_pos_encoding`); relative position tables only need the smaller grid's entries.
+
+def _dino_interpolate_pos_encoding(pos_embed, height, width, patch):
+    """The released DINO backbone's interpolate_pos_encoding, written as it is there (square grid)."""
+    N = pos_embed.shape[1] - 1
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0, h0 = height // patch + 0.1, width // patch + 0.1  # DINO's names: w0 follows dim 2 (rows)
+    patch_pos_embed = torch.nn.functional.interpolate(
+        patch_pos_embed.reshape(1, int(N ** 0.5), int(N ** 0.5), dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / N ** 0.5, h0 / N ** 0.5), mode="bicubic")
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
+def test_dense_below_the_built_size_floors_and_resamples_positions_like_dino():
+    enc = build_encoder({**TINY, "img_size": 64})  # a 4 x 4 grid
+    pos = enc.backbone.pos_embed
+    before = pos.detach().clone()
+    x = _x(64)[:, :, :50, :45]  # 3 x 2 whole patches, the rest dropped as a stride-16 conv does
+    maps = enc.dense(x, [1, 2])
+    assert maps[2].shape == (2, 192, 3, 2)
+    assert enc.backbone.pos_embed is pos and torch.equal(pos, before)  # put back afterwards
+    torch.testing.assert_close(enc.dense(x[:, :, :48, :32], [2])[2], maps[2], atol=0, rtol=0)
+    ref = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=2, img_size=(48, 32)).eval()
+    sd = dict(enc.backbone.state_dict())
+    sd["pos_embed"] = _dino_interpolate_pos_encoding(sd["pos_embed"], 48, 32, 16)
+    ref.load_state_dict(sd)
+    _, want = ref.forward_intermediates(x[:, :, :48, :32], indices=[0, 1], norm=False, output_fmt="NCHW")
+    torch.testing.assert_close(maps[1], want[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps[2], want[1], atol=1e-5, rtol=1e-5)
+    # at the built size nothing is resampled: the result is timm's own forward
+    full = enc.dense(_x(64), [2])[2]
+    _, own = enc.backbone.forward_intermediates(_x(64), indices=[1], norm=False, output_fmt="NCHW")
+    torch.testing.assert_close(full, own[0], atol=0, rtol=0)
+
+
+def _offset_table(table, big, small):
+    """A relative position table for the `small` window holding the `big` table's entry for every
+    offset (dy, dx), plus the three CLS entries: what a bias that depends only on offsets gives."""
+    (bh, bw), (sh, sw) = big, small
+    out = table.new_empty(((2 * sh - 1) * (2 * sw - 1) + 3, table.shape[1]))
+    for dy in range(-(sh - 1), sh):
+        for dx in range(-(sw - 1), sw):
+            big_row = (dy + bh - 1) * (2 * bw - 1) + dx + bw - 1
+            out[(dy + sh - 1) * (2 * sw - 1) + dx + sw - 1] = table[big_row]
+    out[-3:] = table[-3:]
+    return out
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_beit_dense_below_the_built_size_uses_the_smaller_grids_offsets(shared):
+    kw = dict(depth=2, embed_dim=192, num_heads=3, use_abs_pos_emb=False, init_values=0.1,
+              use_rel_pos_bias=not shared, use_shared_rel_pos_bias=shared)
+    enc = build_encoder({"arch": "beit_base_patch16_224", "img_size": 64, "timm_kwargs": kw})
+    with torch.no_grad():  # timm zero-inits the tables; give them values so the check can fail
+        for name, p in enc.backbone.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.normal_(0, 1.0, generator=torch.Generator().manual_seed(len(name)))
+    x = _x(64)[:, :, :48, :32]
+    maps = enc.dense(x, [2])
+    ref = timm.create_model("beit_base_patch16_224", num_classes=0, img_size=(48, 32), **kw).eval()
+    sd = {k: (_offset_table(v, (4, 4), (3, 2)) if k.endswith("relative_position_bias_table") else v)
+          for k, v in enc.backbone.state_dict().items()}
+    ref.load_state_dict(sd)
+    _, want = ref.forward_intermediates(x, indices=[1], norm=False, output_fmt="NCHW")
+    torch.testing.assert_close(maps[2], want[0], atol=1e-5, rtol=1e-5)
+    # the built-size forward is untouched afterwards
+    _, own = enc.backbone.forward_intermediates(_x(64), indices=[1], norm=False, output_fmt="NCHW")
+    torch.testing.assert_close(enc.dense(_x(64), [2])[2], own[0], atol=0, rtol=0)
+
+
+def test_relative_tables_cannot_cover_a_larger_grid():
+    enc = build_encoder({"arch": "beit_base_patch16_224", "img_size": 32,
+                         "timm_kwargs": {"depth": 2, "embed_dim": 192, "num_heads": 3}})
+    with pytest.raises(ValueError, match="img_size"):
+        enc.dense(_x(48), [2])
+
+
+def test_input_smaller_than_a_patch_is_refused():
+    with pytest.raises(ValueError, match="smaller than one 16 x 16 patch"):
+        build_encoder(TINY).dense(_x(32)[:, :, :8], [1])

@@ -48,3 +48,16 @@ def test_printed_commands_run_by_hand(tmp_path, one_torch_thread):
     out = shlex.split(evaluate.split(" > ")[0])
     csv = tmp_path / out[out.index("--out") + 1]
     assert csv.is_file() and "AP" in csv.read_text()
+
+
+def test_every_cli_argument_has_help():
+    import argparse
+
+    from partaware.cli import build_parser
+
+    missing = []
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing

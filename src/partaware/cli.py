@@ -124,6 +124,17 @@ def cmd_evaluate(args):
     write_csv(pd.DataFrame(rows), Path(args.out))
 
 
+def cmd_segment(args):
+    from .seg_online.job import run_segment
+
+    cfg = _spec(args)
+    rows, per_class = run_segment(cfg, args.dataset, args.model, Path(args.state),
+                                  Path(args.checkpoint) if args.checkpoint else None)
+    out = Path(args.out)
+    write_csv(pd.DataFrame(per_class), out.with_name(out.stem + "_per_class.csv"))
+    write_csv(pd.DataFrame(rows), out)
+
+
 def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:
     """The config hash each input store must carry: that of the extraction this spec implies.
 
@@ -165,6 +176,10 @@ def cmd_inspect(args):
     sys.exit(inspect(Path(args.store), check=args.verify, rows=args.rows, show_stats=args.stats))
 
 
+DATASET_HELP = "a dataset name of the spec's `datasets`"
+MODEL_HELP = "a model name of the spec's `models`"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="partaware", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,41 +193,55 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     s = sub.add_parser("check-config", help="validate a config file")
-    s.add_argument("config")
+    s.add_argument("config", help="the YAML config file (e.g. config.yaml, configs/paper.yaml)")
     s.set_defaults(fn=cmd_check_config)
     s = job("demo-data", cmd_demo_data, "generate a demo dataset")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--out", required=True, help="the folder to generate (replaced as a whole)")
     s = job("index", cmd_index, "build the part index of a dataset")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--outdir", required=True)
-    s.add_argument("--splits", nargs="+", default=["all", "train", "test"])
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--outdir", required=True, help="folder for <split>.parquet (results/index/<dataset>)")
+    s.add_argument("--splits", nargs="+", default=["all", "train", "test"],
+                   help="index files to write: all (the retrieval set), train, test")
     s = job("fetch", cmd_fetch, "download or verify a checkpoint")
-    s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--out", required=True, help="where the checkpoint goes (a link when the model has a `path`)")
     s = job("extract", cmd_extract, "extract features into a store")
-    for a in ("--dataset", "--model", "--split", "--out"):
-        s.add_argument(a, required=True)
-    s.add_argument("--index", default=None)
-    s.add_argument("--checkpoint", default=None)
-    s.add_argument("--shard", type=int, default=0)
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--split", required=True, help="the split to extract (all, train, test; val for segmentation)")
+    s.add_argument("--out", required=True, help="the store to write (.zarr or .h5); resumes a .partial one")
+    s.add_argument("--index", default=None, help="the split's part index (part datasets)")
+    s.add_argument("--checkpoint", default=None, help="the fetched checkpoint (weights: checkpoint)")
+    s.add_argument("--shard", type=int, default=0, help="which of extract.shards row ranges (0-based)")
     s = sub.add_parser("gather-shards", help="publish the manifest of a sharded store")
-    s.add_argument("--out", required=True)
-    s.add_argument("shards", nargs="+")
+    s.add_argument("--out", required=True, help="the manifest to write (<split>.shards.json)")
+    s.add_argument("shards", nargs="+", help="the shard stores, in row order")
     s.set_defaults(fn=cmd_gather_shards)
     s = job("evaluate", cmd_evaluate, "run one evaluation task from cached stores")
     s.add_argument("--task", required=True,
-                   choices=["retrieval", "linear", "attentive", "logistic", "segmentation"])
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("stores", nargs="+")
+                   choices=["retrieval", "linear", "attentive", "logistic", "segmentation"],
+                   help="the evaluation to run")
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--out", required=True, help="the result CSV (results/evals/<dataset>/<model>/<task>.csv)")
+    s.add_argument("stores", nargs="+", help="the stores the task reads (retrieval: all; probes: train test; "
+                                             "segmentation: train val)")
+    s = job("segment", cmd_segment, "the paper's segmentation protocol: online training on the frozen "
+                                    "encoder, slide inference")
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--checkpoint", default=None, help="the fetched checkpoint (weights: checkpoint)")
+    s.add_argument("--state", required=True, help="the training state file: written every "
+                   "segmentation.checkpoint_every iterations, resumed from on a rerun")
+    s.add_argument("--out", required=True, help="the result CSV (results/evals/<dataset>/<model>/"
+                                                "segmentation_paper.csv; per-class IoU beside it)")
     s = sub.add_parser("table", help="gather evaluation CSVs into results/table.csv and table.md")
-    s.add_argument("--csv", required=True)
-    s.add_argument("--md", required=True)
+    s.add_argument("--csv", required=True, help="the tidy table to write")
+    s.add_argument("--md", required=True, help="the readable pivot to write")
     s.add_argument("--skipped", default=None, help="also list the images the stores skipped (CSV)")
     s.add_argument("--stores", nargs="*", default=[], help="the stores whose skipped images to list")
-    s.add_argument("inputs", nargs="+")
+    s.add_argument("inputs", nargs="+", help="the evaluation CSVs")
     s.set_defaults(fn=cmd_table)
     s = sub.add_parser("convert-pascal-part", help="raw Pascal-Part .mat + VOC JPEGs -> 193-part / 16-object folders")
     s.add_argument("--annotations", required=True, help="the Annotations_Part folder of .mat files")
@@ -221,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", action="append", required=True, help="NAME=FILE of image ids, e.g. train=train.txt")
     s.set_defaults(fn=cmd_convert_pascal_part)
     s = sub.add_parser("inspect", help="show what a cached store holds; --verify checks it")
-    s.add_argument("store")
+    s.add_argument("store", help="a .zarr / .h5 store or a .shards.json manifest")
     s.add_argument("--verify", action="store_true", help="check finite values, row count, labels")
     s.add_argument("--rows", type=int, default=0, help="print this many sample rows")
     s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")

@@ -61,7 +61,7 @@ def add_figure_commands(sub) -> None:
     def figure(name, fn, help):
         s = sub.add_parser(name, help=help)
         s.add_argument("--spec", required=True, help="JSON config subset this figure depends on")
-        s.add_argument("--dataset", required=True)
+        s.add_argument("--dataset", required=True, help="a dataset name of the spec's `datasets`")
         s.add_argument("--out", required=True, help="the PNG to write")
         s.add_argument("--models", nargs="+", default=None,
                        help="names of the stores' models (default: each store's parent folder)")
@@ -74,6 +74,6 @@ def add_figure_commands(sub) -> None:
     s = figure("figure-maps", cmd_figure_maps, "PCA of a block's token maps beside image and part labels")
     s.add_argument("--split", default=None, help="default: the dataset's last split (val)")
     s = sub.add_parser("figure-summary", help="bar charts of results/table.csv with the paper's values")
-    s.add_argument("--table", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--table", required=True, help="results/table.csv")
+    s.add_argument("--out", required=True, help="the PNG to write")
     s.set_defaults(fn=cmd_figure_summary)

@@ -9,25 +9,12 @@ import numpy as np
 import torch
 
 from .devices import resolve_device
+from .results import context, result_row, segmentation_protocol
+from .results import segmentation_rows as seg_result_rows
 from .store import FeatureStore
-
-PROTOCOL_SEG = "cached, fixed view (the paper trains with augmentation and slide inference)"
-
-
-def _row(ctx: dict, task: str, feature: str, metric: str, value: float, n: int, **extra) -> dict:
-    return {"dataset": ctx["dataset"], "task": task, "model": ctx["model"], "group": ctx["group"],
-            "weights": ctx["weights"], "feature": feature, "label_set": extra.pop("label_set", "part"),
-            "protocol": extra.pop("protocol", "paper"), "metric": metric, "value": float(value),
-            "n": int(n), "seed": extra.pop("seed", ""), "skipped": extra.pop("skipped", 0), **extra}
-
 
 def _valid(store: FeatureStore) -> np.ndarray:
     return store.read("valid").astype(bool)
-
-
-def context(cfg: dict, dataset: str, model: str) -> dict:
-    m = cfg["models"][model]
-    return {"dataset": dataset, "model": model, "group": m.get("group", ""), "weights": m["weights"]}
 
 
 def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
@@ -41,19 +28,20 @@ def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
     for feature in rc["features"]:
         if feature not in store.array_names():
             continue
-        feats = store.read(feature)[valid].astype(np.float32)
+        feats = store.read_checked(feature, valid=valid)[valid].astype(np.float32)
         ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],
                                          memory_mb=rc["memory_mb"], device=resolve_device(cfg["device"]))
         summary = summarise(ap, labels)
         for metric in ("AP", "mAP"):
-            rows.append(_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
+            rows.append(result_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
                              protocol=protocol, skipped=int((~valid).sum())))
     return rows
 
 
 def _split_xy(store: FeatureStore, feature: str):
     valid = _valid(store)
-    return store.read(feature)[valid].astype(np.float32), store.read("label")[valid], int((~valid).sum())
+    feats = store.read_checked(feature, valid=valid)[valid].astype(np.float32)
+    return feats, store.read("label")[valid], int((~valid).sum())
 
 
 def _num_classes(cfg: dict, dataset: str, *label_arrays) -> int:
@@ -78,9 +66,9 @@ def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -
 
 
 def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
-    return [_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
+    return [result_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
                  protocol="paper (best test epoch)"),
-            _row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
+            result_row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
                  protocol="last epoch")]
 
 
@@ -124,62 +112,75 @@ def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore)
     xtr, ytr, sk1 = _split_xy(train, "cls")
     xte, yte, sk2 = _split_xy(test, "cls")
     res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
-    return [_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
+    return [result_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
                  skipped=sk1 + sk2, protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")]
 
 
 def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int,
-                 memory_mb: int = 2048):
-    """A re-iterable stream of (features, labels) batches of valid rows.
+                 memory_mb: int = 2048, seed: int | None = None):
+    """(features, labels) batches of valid rows.
 
-    A store that fits in `memory_mb` is read once and served from memory (the probe revisits
-    every image many times); a larger one is streamed from disk batch by batch.
+    Training (`seed` given): a callable taking the pass number, every pass in its own seeded
+    order (`evals.segmentation.shuffled_batches`): single rows when the store fits in
+    `memory_mb` (read once, revisited many times), else stored runs of `batch_size` rows shuffled
+    as blocks, so disk reads stay sequential. Testing (`seed` None): store order.
     """
+    from .evals.segmentation import pass_order, shuffled_batches
+
     valid = _valid(store)
     names = [f"layers/{b}" for b in blocks] + [f"labels/{label_set}"]
     row_bytes = sum(np.prod(store.info(n)["shape"][1:]) * np.dtype(store.info(n)["dtype"]).itemsize
                     for n in names)
     cached = None
     if row_bytes * store.n_rows <= memory_mb * 2**20:
-        cached = {n: store.read(n)[valid] for n in names}
+        cached = {n: store.read_checked(n, valid=valid)[valid] for n in names}
+    n_rows = int(valid.sum()) if cached is not None else store.n_rows
+
+    def pack(part):
+        feats = np.concatenate([part[n] for n in names[:-1]], axis=1)
+        return torch.from_numpy(feats), torch.from_numpy(part[names[-1]])
 
     def read(lo, hi):
         if cached is not None:
             return {n: a[lo:hi] for n, a in cached.items()}
         keep = valid[lo:hi]
-        return {n: store.read(n, lo, hi)[keep] for n in names}
+        return {n: store.read_checked(n, lo, hi, valid=keep)[keep] for n in names}
 
-    def batches():
-        n_rows = int(valid.sum()) if cached is not None else store.n_rows
-        for lo in range(0, n_rows, batch_size):
+    def in_order(starts):
+        for lo in starts:
             part = read(lo, min(lo + batch_size, n_rows))
             if len(part[names[-1]]):
-                feats = np.concatenate([part[n] for n in names[:-1]], axis=1)
-                yield torch.from_numpy(feats), torch.from_numpy(part[names[-1]])
-    return batches
+                yield pack(part)
+
+    starts = list(range(0, n_rows, batch_size))
+    if seed is None:
+        return lambda: in_order(starts)
+    if cached is not None:
+        return shuffled_batches(lambda rows: pack({n: a[rows] for n, a in cached.items()}),
+                                n_rows, batch_size, seed)
+    return lambda epoch: in_order([starts[i] for i in pass_order(len(starts), epoch, seed)])
 
 
 def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureStore) -> list[dict]:
+    """The cached protocol: a probe per label set on the stored fixed views, shuffled per pass."""
     from .evals.segmentation import evaluate_seg_probe, train_seg_probe
 
     ds, sc = cfg["datasets"][ctx["dataset"]], cfg["segmentation"]
     device = resolve_device(cfg["device"])
+    protocol = segmentation_protocol(sc, "cached")
+    n, skipped = int(_valid(val).sum()), int((~_valid(train)).sum() + (~_valid(val)).sum())
     rows, per_class = [], []
     for label_set, spec in ds["label_sets"].items():
         torch.manual_seed(cfg["seed"])
-        model = train_seg_probe(_seg_batches(train, ds["blocks"], label_set, sc["batch_size"]),
+        model = train_seg_probe(_seg_batches(train, ds["blocks"], label_set, sc["batch_size"], seed=cfg["seed"]),
                                 num_classes=spec["classes"], iters=sc["iters"], lr=sc["lr"],
                                 weight_decay=sc["weight_decay"], warmup_iters=sc["warmup_iters"],
                                 power=sc["power"], avg_non_ignore=sc["avg_non_ignore"], seed=cfg["seed"],
-                                device=device, reduce_zero_label=True)
+                                device=device, reduce_zero_label=True, head=sc["head"])
         metrics = evaluate_seg_probe(model, _seg_batches(val, ds["blocks"], label_set, sc["batch_size"]),
                                      num_classes=spec["classes"], reduce_zero_label=True, device=device)
-        n = int(_valid(val).sum())
-        skipped = int((~_valid(train)).sum() + (~_valid(val)).sum())
-        feature = "blocks " + "+".join(str(b) for b in ds["blocks"])
-        for metric in ("mIoU", "mAcc", "aAcc"):
-            rows.append(_row(ctx, "segmentation", feature, metric, 100 * metrics[metric], n,
-                             label_set=label_set, protocol=PROTOCOL_SEG, seed=cfg["seed"], skipped=skipped))
-        for c, iou in enumerate(metrics["iou"]):
-            per_class.append({**ctx, "label_set": label_set, "class": c + 1, "IoU": 100 * float(iou)})
+        r, pc = seg_result_rows(ctx, label_set, metrics, blocks=ds["blocks"], n=n, protocol=protocol,
+                                seed=cfg["seed"], skipped=skipped)
+        rows += r
+        per_class += pc
     return rows, per_class

@@ -135,7 +135,9 @@ class StoreBatches:
             hi = min(lo + block, self.store.n_rows)
             keep = self.rows[(self.rows >= lo) & (self.rows < hi)] - lo
             if len(keep):
-                out[filled:filled + len(keep)] = self.store.read(self.name, lo, hi)[keep]
+                mask = np.zeros(hi - lo, bool)
+                mask[keep] = True  # NaN/Inf in a valid row (a lost chunk) is refused, naming the store
+                out[filled:filled + len(keep)] = self.store.read_checked(self.name, lo, hi, valid=mask)[keep]
                 filled += len(keep)
         return out
 
@@ -155,7 +157,8 @@ class StoreBatches:
 
         def fill(run):
             a, b = run
-            out[sort[a:b]] = self.store.read(self.name, int(sorted_rows[a]), int(sorted_rows[b - 1]) + 1)
+            lo, hi = int(sorted_rows[a]), int(sorted_rows[b - 1]) + 1  # a run holds valid rows only
+            out[sort[a:b]] = self.store.read_checked(self.name, lo, hi, valid=np.ones(hi - lo, bool))
 
         runs = _runs(sorted_rows)
         if pool is None or len(runs) == 1:

@@ -18,6 +18,7 @@ one): the same function at a fraction of the cost, with no (B, T, D) x (D, D) pr
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterable
 
 import numpy as np
@@ -26,8 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..devices import pick_device
+from ..progress import Progress
 from ..store_batches import batch_bounds, epoch_permutation
 from .probes import cosine_lr, summarise_history
+
+log = logging.getLogger(__name__)
 
 Batches = Callable[[], Iterable[tuple]]
 
@@ -156,7 +160,7 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=momentum, weight_decay=weight_decay)
     base_lr = lr if lr is not None else (None if batch_size is None else 0.01 * batch_size / 256)
-    history = []
+    history, progress = [], Progress(log, epochs, "epochs")
     for epoch in range(epochs):
         model.train()
         for tokens, labels in train_batches():
@@ -169,4 +173,5 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
             loss.backward()
             opt.step()
         history.append(evaluate_attentive(model, test_batches, dev))
+        progress.update(epoch + 1, f"loss {float(loss):.4f}, test top-1 {history[-1]:.4f}")
     return summarise_history(history)

@@ -8,6 +8,7 @@ with the regularisation chosen on a held-out part of the training set (no test p
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -17,6 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..devices import pick_device
+from ..progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -67,7 +71,7 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
     model.to(dev)
     base_lr = 0.1 * batch_size / 256 if lr is None else lr
     opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
-    history = []
+    history, progress = [], Progress(log, epochs, "epochs")
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(base_lr, epoch, epochs)
@@ -79,6 +83,7 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
             loss.backward()
             opt.step()
         history.append(_accuracy(model, xte, yte))
+        progress.update(epoch + 1, f"loss {float(loss):.4f}, test top-1 {history[-1]:.4f}")
     return summarise_history(history)
 
 

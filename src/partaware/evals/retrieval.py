@@ -15,11 +15,16 @@ first-touch page faults on fresh (block, N) arrays otherwise cost more than the 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..devices import pick_device
+from ..progress import Progress
+
+log = logging.getLogger(__name__)
 
 # Peak bytes per (query, sample) pair in one block: fp32 scores, int32 temporaries, int64
 # keys, a mask, the positives' positions and keys, with head-room. torch.sort also returns
@@ -140,6 +145,7 @@ def _fill(ap, x, codes, exclude_self, memory_mb, dev):
     per_pair = _BYTES_PER_PAIR["cpu" if dev.type == "cpu" else "torch"]
     block = int(max(1, min(n, memory_mb * 2**20 // (per_pair * n))))
     cpu = _CpuBlocks(block, n) if dev.type == "cpu" else None
+    progress, done = Progress(log, n, "queries"), 0
     for c in range(int(codes.max()) + 1):
         rows = np.flatnonzero(codes == c)
         n_pos = len(rows) - int(exclude_self)
@@ -156,6 +162,8 @@ def _fill(ap, x, codes, exclude_self, memory_mb, dev):
                 self_cols = torch.from_numpy(r).to(dev) if exclude_self else None
                 below, pos_bits = _gpu_positives(xq, x, negative_dev, n_pos, self_cols)
             ap[r] = _ap_from_positions(below, pos_bits, n)
+            done += len(r)
+            progress.update(done)
 
 
 def summarise(ap, labels) -> dict:

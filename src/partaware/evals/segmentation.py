@@ -1,14 +1,19 @@
-"""Linear segmentation probe on cached dense features (PROTOCOL section 5).
+"""Linear segmentation probe (PROTOCOL section 5) and its cached-feature trainer.
 
-BatchNorm2d over the concatenated block maps -> 1x1 conv -> logits bilinearly resized to the
-label size (align_corners=False), trained with AdamW under mmseg's poly schedule with linear
+The head (`head`): `conv`, the released one (mmseg FCNHead with num_convs=0): ONE 1x1 conv on
+the raw concatenated block maps, weights N(0, 0.01), bias 0, no normalisation; or `bn_conv`, a
+named variant with a BatchNorm2d in front. Logits are bilinearly resized to the label size
+(align_corners=False) for the loss, trained with AdamW under mmseg's poly schedule with linear
 warm-up and cross entropy ignoring 255 (`resized_cross_entropy`: fused on a GPU so the
-label-size logits are never stored). Training on cached features of fixed views is the fast
-approximation of the paper's augmented, slide-inference mmseg runs; results must say so.
+label-size logits are never stored). `train_seg_probe` trains on cached features of fixed views,
+in a seeded new order every pass (`shuffled_batches`): the fast approximation of the paper's
+augmented, slide-inference mmseg runs (`partaware.seg_online`); results must say so.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import inspect
+import logging
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -19,23 +24,33 @@ from .metrics import confusion_matrix, seg_metrics
 from .resize import bilinear_resize
 from .resized_ce import resized_cross_entropy
 
+log = logging.getLogger(__name__)
+
 IGNORE = 255
 WARMUP_RATIO = 1e-6  # mmseg / mmcv default for linear warm-up
+HEADS = ("conv", "bn_conv")
 
 
 class SegProbe(nn.Module):
-    """feats (B, in_channels, h, w) -> logits (B, num_classes, H, W) at `size` (default h, w)."""
+    """feats (B, in_channels, h, w) -> logits (B, num_classes, H, W) at `size` (default h, w).
 
-    def __init__(self, in_channels: int, num_classes: int, generator=None):
+    head `conv`: the released 1x1 conv alone; `bn_conv`: BatchNorm2d then the conv (a variant).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, generator=None, head: str = "conv"):
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels)
+        if head not in HEADS:
+            raise ValueError(f"segmentation head {head!r} is unknown; use one of {HEADS} "
+                             f"(conv = the released head, bn_conv = BatchNorm + conv variant)")
+        self.head = head
+        self.bn = nn.BatchNorm2d(in_channels) if head == "bn_conv" else None
         self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
         with torch.no_grad():  # mmseg's conv_seg init
             self.conv.weight.normal_(0.0, 0.01, generator=generator)
             self.conv.bias.zero_()
 
     def forward(self, feats: torch.Tensor, size=None) -> torch.Tensor:
-        logits = self.conv(self.bn(feats))
+        logits = self.conv(feats if self.bn is None else self.bn(feats))
         if size is not None and tuple(size) != tuple(logits.shape[-2:]):
             logits = bilinear_resize(logits, size)
         return logits
@@ -64,12 +79,44 @@ def _feats(feats, dev) -> torch.Tensor:
     return t.to(dev, non_blocking=True).float()
 
 
-def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: int, iters: int,
+def pass_order(n_rows: int, epoch: int, seed: int) -> np.ndarray:
+    """The row order of pass `epoch`: a seeded permutation, new every pass, fixed per (seed, epoch)."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n_rows))
+
+
+def shuffled_batches(read_rows: Callable[[np.ndarray], tuple], n_rows: int, batch_size: int,
+                     seed: int) -> Callable[[int], Iterator[tuple]]:
+    """`train_batches` for `train_seg_probe`: pass `epoch` yields `read_rows(rows)` for consecutive
+    slices of `pass_order(n_rows, epoch, seed)`, so every pass sees new batches in a new order
+    (as mmseg's shuffled sampler) and a rerun sees the same ones."""
+    if n_rows < 1 or batch_size < 1:
+        raise ValueError(f"shuffled_batches needs n_rows >= 1 and batch_size >= 1, "
+                         f"got {n_rows}, {batch_size}")
+
+    def batches(epoch: int) -> Iterator[tuple]:
+        order = pass_order(n_rows, epoch, seed)
+        for lo in range(0, n_rows, batch_size):
+            yield read_rows(order[lo:lo + batch_size])
+    return batches
+
+
+def _takes_pass_number(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes: int, iters: int,
                     lr: float = 4e-4, betas=(0.9, 0.999), weight_decay: float = 0.05,
                     warmup_iters: int = 1500, power: float = 1.0, reduce_zero_label: bool = False,
-                    avg_non_ignore: bool = False, seed: int = 0, device=None) -> SegProbe:
-    """Train a `SegProbe` for `iters` steps, cycling over `train_batches()` (called again
-    whenever it runs out) of (feats (B, C, h, w), labels (B, H, W)); fp16 feats are upcast.
+                    avg_non_ignore: bool = False, seed: int = 0, device=None,
+                    head: str = "conv") -> SegProbe:
+    """Train a `SegProbe` (`head` conv | bn_conv) for `iters` steps over passes of
+    `train_batches(epoch)` (epoch = 0, 1, ...; build it with `shuffled_batches` so each pass has
+    its own seeded order) yielding (feats (B, C, h, w), labels (B, H, W)); fp16 feats are upcast.
+    A callable taking no argument is still accepted and then gives the same order every pass.
 
     Weight decay applies to every parameter, as mmseg's default optimiser constructor does;
     `avg_non_ignore` as in `resized_cross_entropy` (False: mmseg 0.x, the paper's code).
@@ -78,17 +125,22 @@ def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: i
         raise ValueError("iters must be at least 1")
     dev = pick_device(device)
     warmup_iters = min(warmup_iters, iters)
-    model, opt, it = None, None, 0
+    per_pass = _takes_pass_number(train_batches)
+    if not per_pass:
+        log.warning("train_batches takes no pass number: every pass sees the same order; give it "
+                    "an `epoch` argument (evals.segmentation.shuffled_batches) to shuffle")
+    model, opt, it, epoch = None, None, 0, 0
     while it < iters:
         empty = True
-        for feats, labels in train_batches():
+        for feats, labels in (train_batches(epoch) if per_pass else train_batches()):
             empty = False
             if it >= iters:
                 break
             x = _feats(feats, dev)
             y = prepare_labels(labels, reduce_zero_label, dev)
             if model is None:
-                model = SegProbe(x.shape[1], num_classes, torch.Generator().manual_seed(seed)).to(dev)
+                model = SegProbe(x.shape[1], num_classes, torch.Generator().manual_seed(seed),
+                                 head=head).to(dev)
                 opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas),
                                         weight_decay=weight_decay)
             for group in opt.param_groups:
@@ -100,6 +152,7 @@ def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: i
             it += 1
         if empty:
             raise ValueError("train_batches yielded nothing")
+        epoch += 1
     return model
 
 
@@ -107,7 +160,7 @@ def train_seg_probe(train_batches: Callable[[], Iterable[tuple]], num_classes: i
 def evaluate_seg_probe(model: SegProbe, test_batches: Callable[[], Iterable[tuple]],
                        num_classes: int, reduce_zero_label: bool = False, device=None) -> dict:
     """seg_metrics (mIoU, mAcc, aAcc, iou, acc) of the arg-max at label size, from one
-    confusion matrix accumulated over all test pixels; BN uses its running statistics."""
+    confusion matrix accumulated over all test pixels; a `bn_conv` head uses its running statistics."""
     dev = pick_device(device)
     model.to(dev).eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=dev)

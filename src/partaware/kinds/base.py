@@ -48,13 +48,18 @@ class Kind:
         """Files and folders that must exist before any job runs."""
         return [ds["root"]] if "root" in ds else []
 
-    def check(self, where: str, ds: dict) -> None:
-        """Semantic checks beyond the schema; raise config.ConfigError naming `where`."""
+    def check(self, where: str, ds: dict, cfg: dict) -> None:
+        """Semantic checks beyond the schema (`cfg`: the whole validated config); raise
+        config.ConfigError naming `where`."""
 
     # ---- jobs and their files
-    def splits(self, ds: dict) -> list[str]:
+    def splits(self, ds: dict, cfg: dict) -> list[str]:
         """The stores (splits) the configured tasks need."""
         raise NotImplementedError
+
+    def eval_names(self, ds: dict, cfg: dict) -> list[str]:
+        """The result files its tasks write (results/evals/<dataset>/<model>/<name>.csv)."""
+        return list(ds["tasks"])
 
     def task_splits(self, ds: dict, task: str) -> list[str]:
         """The stores one task reads, in the order the evaluation takes them."""

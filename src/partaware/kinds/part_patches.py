@@ -38,7 +38,7 @@ class PartKind(Kind):
                    "description": "the probes' train view: shorter side before the centre crop"},
     }
 
-    def splits(self, ds: dict) -> list[str]:
+    def splits(self, ds: dict, cfg: dict) -> list[str]:
         tasks = set(ds["tasks"])
         out = ["all"] if "retrieval" in tasks else []
         return out + (["train", "test"] if tasks & set(PROBES) else [])

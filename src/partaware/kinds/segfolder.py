@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import register
+
+SCALE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
 from .base import ExtractionPlan, Kind
 from .part_patches import shard_range
 
@@ -26,10 +28,52 @@ class SegFolder(Kind):
                    "description": "the probe's train split, then the evaluated one"},
         "blocks": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1,
                    "default": [4, 6, 8, 12], "description": "1-based blocks whose raw token maps feed the probe"},
+        "pipeline": {
+            "description": "the paper protocol's mmseg views: a preset (ade20k, pascal, lip) or "
+                           "{crop, train_scale: [long, short], test_scale: [long, short], stride}",
+            "oneOf": [{"enum": ["ade20k", "pascal", "lip"]},
+                      {"type": "object", "additionalProperties": False,
+                       "required": ["crop", "train_scale", "test_scale", "stride"],
+                       "properties": {"crop": {"type": "integer", "minimum": 16},
+                                      "train_scale": SCALE, "test_scale": SCALE,
+                                      "stride": {"type": "integer", "minimum": 1},
+                                      "ratio_range": {"type": "array", "items": {"type": "number",
+                                                      "exclusiveMinimum": 0}, "minItems": 2, "maxItems": 2},
+                                      "cat_max_ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                                      "flip_prob": {"type": "number", "minimum": 0, "maximum": 1}}}]},
     }
 
-    def splits(self, ds: dict) -> list[str]:
-        return list(ds["splits"])
+    def check(self, where: str, ds: dict, cfg: dict) -> None:
+        from ..config import ConfigError, seg_protocols
+
+        if "paper" in seg_protocols(cfg) and "pipeline" not in ds:
+            raise ConfigError(f"config key {where}.pipeline: required by segmentation.protocol paper: a preset "
+                              "(ade20k, pascal, lip) or {crop, train_scale, test_scale, stride}")
+        if len(ds["splits"]) != 2:
+            raise ConfigError(f"config key {where}.splits: give the training split, then the evaluated one, "
+                              f"e.g. [train, val]; got {ds['splits']}")
+
+    def splits(self, ds: dict, cfg: dict) -> list[str]:
+        """Stores only for the cached protocol: the paper protocol reads the images themselves."""
+        from ..config import seg_protocols
+
+        return list(ds["splits"]) if "cached" in seg_protocols(cfg) else []
+
+    def eval_names(self, ds: dict, cfg: dict) -> list[str]:
+        from ..config import seg_protocols
+
+        protocols = seg_protocols(cfg)
+        return (["segmentation"] if "cached" in protocols else []) + \
+               (["segmentation_paper"] if "paper" in protocols else [])
+
+    def pipeline(self, ds: dict):
+        """The paper protocol's `data.seg_pipeline.SegPipeline` of this dataset."""
+        from ..data.seg_pipeline import PRESETS, SegPipeline
+
+        spec = ds["pipeline"]
+        if isinstance(spec, str):
+            return PRESETS[spec]
+        return SegPipeline(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
     def task_splits(self, ds: dict, task: str) -> list[str]:
         return list(ds["splits"])

@@ -87,8 +87,10 @@ class Encoder(nn.Module):
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         if min(grid) < 1:
             raise ValueError(f"input of size {tuple(x.shape[-2:])} is smaller than one {p} x {p} patch")
-        x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
-        with _token_grid(self.backbone, grid):
+        built = getattr(self.backbone.patch_embed, "img_size", None)
+        if built is None or tuple(x.shape[-2:]) != tuple(built):
+            x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
+        with _token_grid(self.backbone, tuple(x.shape[-2:])):
             if wanted:
                 final, maps = self.backbone.forward_intermediates(
                     x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
@@ -147,22 +149,25 @@ def _sub_grid_index(index: Tensor, built: tuple[int, int], grid: tuple[int, int]
 
 
 @contextmanager
-def _token_grid(backbone: nn.Module, grid: tuple[int, int]):
-    """Run `backbone` (built for `patch_embed.grid_size`) on a `grid` of tokens: relax the patch
-    embedding's size check, swap in a resampled absolute position table, and sub-grid relative
-    position indices; everything is put back on exit. At the built grid nothing changes."""
+def _token_grid(backbone: nn.Module, size: tuple[int, int]):
+    """Run `backbone` (built for `patch_embed.img_size`) on inputs of `size` (whole patches): relax
+    the patch embedding's size check and, for another token grid, swap in a resampled absolute
+    position table and sub-grid relative position indices; all is put back on exit. At the built
+    size nothing changes."""
     pe = backbone.patch_embed
-    built = tuple(int(g) for g in pe.grid_size) if getattr(pe, "grid_size", None) else None
-    if built is None or tuple(grid) == built or getattr(backbone, "dynamic_img_size", False):
+    if getattr(pe, "img_size", None) is None or tuple(size) == tuple(pe.img_size) \
+            or getattr(backbone, "dynamic_img_size", False):
         yield
         return
+    built = tuple(int(g) for g in pe.grid_size)
+    grid = (size[0] // int(pe.patch_size[0]), size[1] // int(pe.patch_size[1]))
     rel = [m for m in backbone.modules()
            if isinstance(getattr(m, "relative_position_index", None), Tensor)
            and getattr(m, "window_size", None) is not None]
     if rel and (grid[0] > built[0] or grid[1] > built[1]):
         raise ValueError(f"a {grid[0]} x {grid[1]} token grid is larger than the {built[0]} x {built[1]} "
                          f"grid this encoder's relative position tables cover; build it with a larger "
-                         f"img_size (at least {grid[0] * int(pe.patch_size[0])})")
+                         f"img_size (at least {max(grid) * int(pe.patch_size[0])})")
     saved: list[tuple[object, str, object]] = []
 
     def swap(obj, name, value):
@@ -171,6 +176,9 @@ def _token_grid(backbone: nn.Module, grid: tuple[int, int]):
 
     try:
         swap(pe, "strict_img_size", False)
+        if grid == built:
+            yield
+            return
         pos = getattr(backbone, "pos_embed", None)
         if isinstance(pos, nn.Parameter):
             prefix = 0 if getattr(backbone, "no_embed_class", False) else backbone.num_prefix_tokens

@@ -1,0 +1,111 @@
+"""What the online probe trains on: draw `d` is a fixed view of a fixed image.
+
+Draws are numbered 0, 1, 2, ...: iteration `it` of batch size B takes draws [it * B, (it + 1) * B).
+Draw d falls in pass d // n over the n images (each pass a seeded permutation of them, like
+mmseg's shuffled InfiniteSampler) and its view comes from an rng seeded by (seed, d). So the
+whole data order is a function of the iteration number, a run resumed at iteration `it` sees
+exactly the batches an uninterrupted one would, and DataLoader workers may decode in any order.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data.images import load_rgb
+from ..data.segfolder import load_label, reduce_zero_label
+
+_ORDER, _VIEW = 0, 1  # separate seed streams for the image order and the augmentation draws
+
+
+def epoch_order(n_images: int, epoch: int, seed: int) -> np.ndarray:
+    """The image order of pass `epoch`: a seeded permutation, new every pass."""
+    return np.random.default_rng([int(seed), _ORDER, int(epoch)]).permutation(int(n_images))
+
+
+def image_of_draw(draw: int, n_images: int, seed: int) -> int:
+    """Index of the image that draw `draw` shows."""
+    epoch, pos = divmod(int(draw), int(n_images))
+    return int(epoch_order(n_images, epoch, seed)[pos])
+
+
+def view_rng(draw: int, seed: int) -> np.random.Generator:
+    """The augmentation rng of draw `draw`: the same draw always gives the same view."""
+    return np.random.default_rng([int(seed), _VIEW, int(draw)])
+
+
+def load_labels(sample: Mapping, label_sets: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Every label set of a sample, checked (`load_label`) and `reduce_zero_label`'d, in order."""
+    return {name: reduce_zero_label(load_label(sample[name], classes))
+            for name, classes in label_sets.items()}
+
+
+class SegDraws(Dataset):
+    """Map-style dataset over draw numbers: item d = (image uint8 (crop, crop, 3), labels uint8
+    (L, crop, crop) in `label_sets` order, valid (h, w) int64), from `pipeline.train_view`.
+
+    Decoding (JPEG / PNG) and augmentation happen here, i.e. in the DataLoader workers. The first
+    label set is the one RandomCrop's cat_max_ratio check reads (as in a one-label mmseg run).
+    """
+
+    def __init__(self, samples: Sequence[Mapping], label_sets: Mapping[str, int], pipeline, seed: int = 0):
+        if not samples:
+            raise ValueError("no training samples")
+        if not label_sets:
+            raise ValueError("label_sets is empty: give at least one {name: classes}")
+        missing = [n for n in label_sets if n not in samples[0]]
+        if missing:
+            raise KeyError(f"samples have no label set(s) {missing}; they have {sorted(samples[0])}")
+        self.samples, self.label_sets = list(samples), dict(label_sets)
+        self.pipeline, self.seed = pipeline, int(seed)
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _image(self, draw: int) -> int:
+        epoch, pos = divmod(draw, len(self.samples))
+        if epoch not in self._orders:
+            if len(self._orders) > 2:
+                self._orders.clear()
+            self._orders[epoch] = epoch_order(len(self.samples), epoch, self.seed)
+        return int(self._orders[epoch][pos])
+
+    def __getitem__(self, draw: int):
+        sample = self.samples[self._image(int(draw))]
+        img = np.asarray(load_rgb(sample["img"]))
+        img, labels, hw = self.pipeline.train_view(img, load_labels(sample, self.label_sets),
+                                                   view_rng(int(draw), self.seed))
+        stacked = np.stack([labels[name] for name in self.label_sets])
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(stacked), torch.tensor(hw)
+
+
+class DrawRange(Sampler):
+    """Draw numbers start, start + 1, ..., stop - 1."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = int(start), int(stop)
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def _quiet_worker(_):
+    """One thread per worker: the workers are the parallelism."""
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a dependency of the pipeline
+        pass
+
+
+def draw_loader(dataset: SegDraws, batch_size: int, start_iter: int, iters: int, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """Batches of iterations start_iter .. iters - 1: batch `it` is draws [it * B, (it + 1) * B)."""
+    extra = dict(prefetch_factor=4, worker_init_fn=_quiet_worker) if num_workers else {}
+    draws = DrawRange(start_iter * batch_size, iters * batch_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=draws, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=False, **extra)
