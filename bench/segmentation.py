@@ -7,12 +7,14 @@ probe iteration with the unfused loss (resized logits materialised) measured in 
 
     python bench/segmentation.py                      # GPU: ViT-B/16, batch 16, 512 x 512, 4 blocks
     python bench/segmentation.py --model vit_tiny_patch16_224 --size 128 --batch 4   # CPU smoke
+    python bench/segmentation.py --protocol paper [...]   # the online protocol: bench/segmentation_paper.py
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,6 +40,20 @@ def _timed(fn, device, repeats: int) -> tuple[float, float | None]:
 
 
 def main(argv=None):
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--protocol" in argv:
+        at = argv.index("--protocol")
+        protocol = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at:at + 2]
+        if protocol == "paper":
+            sys.path.insert(0, str(Path(__file__).parent))
+            from segmentation_paper import main as paper_main
+
+            return paper_main(argv)
+        if protocol != "cached":
+            raise SystemExit(f"--protocol {protocol!r}: use paper or cached")
     gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_base_patch16_224" if gpu else "vit_tiny_patch16_224")

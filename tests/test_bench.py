@@ -81,3 +81,22 @@ def test_segmentation_bench():
         assert out["probe_iteration_unfused_s"] > 0
     else:  # the unfused loss is the baseline and the path
         assert out["probe_iteration_unfused_s"] == out["probe_iteration_s"]
+
+
+def test_segmentation_paper_protocol_bench():
+    """`bench/segmentation.py --protocol paper`: one line per preset and the projection line."""
+    cmd = [sys.executable, "-c", BLOCKED, str(BENCH / "segmentation.py"), "--protocol", "paper",
+           "--model", "vit_tiny_patch16_224", "--presets", "lip", "ade20k", "--scale", "0.15",
+           "--batch", "2", "--iters", "1", "--images", "3", "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [line["bench"] for line in lines] == ["segmentation_paper"] * 2 + ["segmentation_paper_projection"]
+    lip, ade, projection = lines
+    assert lip["heads"] == [19] and ade["heads"] == [209, 59] and ade["crop"] > lip["crop"]
+    for line in (lip, ade):
+        assert all(line[k] > 0 for k in ("data_s", "forward_s", "heads_s", "step_s", "slide_image_s"))
+        assert line["ratio_step_over_forward"] == round(line["step_s"] / line["forward_s"], 3)
+    assert projection["projected_hours"] == round(lip["projected_hours_7_encoders"]
+                                                  + ade["projected_hours_7_encoders"], 2)
+    assert projection["meets_target"] is False  # a scaled-down CPU run never claims the target

@@ -193,7 +193,7 @@ def test_killed_evaluation_and_table_leave_no_half_written_output(setup, tmp_pat
     killed = _run(evaluate, die=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not out.exists(), "a killed job must not leave a file at its output path"
-    assert list(out.parent.glob("*.tmp")), "the kill did not hit the write (the test proves nothing)"
+    assert list(out.parent.glob(".*.tmp*")), "the kill did not hit the write (the test proves nothing)"
 
     done = _run(evaluate)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -279,6 +279,27 @@ def test_snakemake_timestamp_in_a_store_is_not_warned_about(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------- one writer per store
+@pytest.fixture(autouse=True)
+def short_lock_wait(monkeypatch):
+    """A live owner is waited for `LOCK_WAIT_S` before the refusal; keep the tests quick."""
+    monkeypatch.setattr("partaware.store.LOCK_WAIT_S", 0.2)
+
+
+def test_a_writer_waits_for_an_owner_that_finishes(tmp_path, monkeypatch):
+    """A rerun started while the orphan of a killed Snakemake is still exiting takes the lock
+    once it is free, instead of failing."""
+    monkeypatch.setattr("partaware.store.LOCK_WAIT_S", 30)
+    path = tmp_path / "all.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+    holder.stdin.close()  # the owner exits now, while the second writer waits
+    writer = StoreWriter(path, 8, SMALL, {}, "h")
+    assert writer.rows_done == 4  # it resumes the owner's partial store
+    writer.close()
+    holder.wait()
+
+
 HOLDER = """
 import sys
 import numpy as np

@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if hasattr(args, "spec"):  # a workflow job: it ends when its Snakemake does
+        from .watchdog import watch_snakemake
+
+        watch_snakemake()
     try:
         args.fn(args)
     except (ValueError, OSError) as err:  # our errors name the file/key and the fix

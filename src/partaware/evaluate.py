@@ -5,6 +5,8 @@ evaluation and returns tidy result rows: one per (feature, metric[, seed, epoch 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -12,6 +14,8 @@ from .devices import resolve_device
 from .results import context, result_row, segmentation_protocol
 from .results import segmentation_rows as seg_result_rows
 from .store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 def _valid(store: FeatureStore) -> np.ndarray:
     return store.read("valid").astype(bool)
@@ -26,7 +30,11 @@ def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
     protocol = "query excluded" if rc["exclude_self"] else "paper (query included)"
     rows = []
     for feature in rc["features"]:
-        if feature not in store.array_names():
+        if feature not in store.array_names():  # e.g. `proj` of a model without a projection head
+            log.warning("%s has no %r array (the model does not give that feature): its rows say n/a",
+                        store.paths[0], feature)
+            rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol,
+                                skipped=int((~valid).sum())) for metric in ("AP", "mAP")]
             continue
         feats = store.read_checked(feature, valid=valid)[valid].astype(np.float32)
         ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],

@@ -81,7 +81,8 @@ def paper_table() -> pd.DataFrame:
 def attach_paper(table: pd.DataFrame) -> pd.Series:
     """The paper value of every row of a tidy results table (NaN where none applies).
 
-    Rows of random-initialised models never match, whatever they are called.
+    Rows of random-initialised models never match, whatever they are called, and neither do rows
+    whose protocol is not the paper's (e.g. the cached segmentation screen, or `query excluded`).
     """
     keyed = table.reindex(columns=KEY)
     keyed["label_set"] = keyed["label_set"].fillna("part")  # rows written before label sets
@@ -89,4 +90,6 @@ def attach_paper(table: pd.DataFrame) -> pd.Series:
     out = pd.Series(values, index=table.index, dtype="float64")
     if "weights" in table:
         out[table["weights"].astype(str) == "random"] = float("nan")
+    if "protocol" in table:  # only a measurement made the paper's way is compared with the paper
+        out[~table["protocol"].astype(str).str.startswith("paper")] = float("nan")
     return out

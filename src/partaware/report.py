@@ -1,11 +1,11 @@
 """Gather the per-job result CSVs into one tidy table and a readable Markdown pivot."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from .atomic import write_text
 from .paper import attach_paper
 
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
@@ -16,11 +16,15 @@ def gather(inputs: list[Path]) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     sort = [c for c in ["dataset", "task", "label_set", "model", "feature", "metric", "seed"] if c in table]
     table = table.sort_values(sort, kind="stable").reset_index(drop=True)
+    if "seed" in table:  # an integer, or empty where a task has none (not 0.0)
+        table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
     table["paper"] = attach_paper(table)  # the reported value, empty in the CSV where none
     return table
 
 
 def _cell(mean: float, std: float, count: int, paper: float) -> str:
+    if pd.isna(mean):
+        return "n/a"
     text = f"{mean:.1f}" if count < 2 else f"{mean:.1f} ± {std:.1f}"
     if pd.notna(paper):
         text += f" (paper {paper:.1f}, {mean - paper:+.1f})"
@@ -46,22 +50,16 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
     table = gather(inputs)
     header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
               "random-initialised (pipeline demo), not pretrained encoders. `(paper X, ±d)`: the value "
               "Zhu et al. report for that model and measurement, and ours minus theirs (only where "
               "the model and dataset names are those of configs/paper.yaml; check the protocol "
-              "column, e.g. our segmentation probe uses one cached view).\n\n")
-    _atomic_write(md_path, header + to_markdown(pivot(table)))
-    _atomic_write(csv_path, table.to_csv(index=False))
+              "column: only rows whose protocol starts with `paper` follow the paper's). `n/a`: the "
+              "model lacks that feature (e.g. `proj` without a projection head).\n\n")
+    write_text(md_path, header + to_markdown(pivot(table)))
+    write_text(csv_path, table.to_csv(index=False))
     return table
 
 
@@ -77,6 +75,6 @@ def write_skipped(stores: list[Path], path: Path) -> pd.DataFrame:
                 rows.append({"dataset": attrs.get("dataset"), "model": attrs.get("model"),
                              "split": attrs.get("split"), "store": str(store_path), "reason": reason})
     df = pd.DataFrame(rows, columns=["dataset", "model", "split", "store", "reason"])
-    _atomic_write(path, df.to_csv(index=False))
+    write_text(path, df.to_csv(index=False))
     return df
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 import weakref
 from pathlib import Path
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
 # 2: per-chunk checksums, NaN fill for float arrays, every chunk written (none elided as empty).
 STORE_FORMAT = 2
+
+
+# A writer whose Snakemake was killed exits within seconds (`watchdog.py`); a rerun started at
+# once waits this long for its lock before refusing with the owner's name.
+LOCK_WAIT_S = 20.0
 
 
 class StoreError(ValueError):
@@ -318,10 +324,15 @@ class StoreWriter:
             raise
 
     def _take_lock(self) -> None:
-        try:
-            lock = StoreLock.acquire(_lock_path(self.path), str(self.partial))
-        except LockHeldError as err:
-            raise StoreLockedError(str(err)) from None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                lock = StoreLock.acquire(_lock_path(self.path), str(self.partial))
+                break
+            except LockHeldError as err:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(str(err)) from None
+                time.sleep(0.5)
         previous = lock.writer() if lock.writer is not None else None
         if previous is not None and previous is not self:
             log.info("%s: a newer writer in this process replaces an unfinished one", self.partial)

@@ -1,7 +1,8 @@
 """The table as bar charts: retrieval AP, part accuracy and segmentation mIoU per encoder.
 
 One panel per (dataset, metric family); inside it one group of bars per task and feature
-(retrieval: mean / cls / proj; accuracy: linear / attentive / logistic; mIoU: the label sets),
+(retrieval: mean / cls / proj; accuracy: linear / attentive / logistic; mIoU: the label sets,
+each protocol apart: `part (paper)`, `part (cached)`),
 one bar per model (mean over seeds, with their spread). Where the paper reports a value for the
 same measurement (`paper.py`), a black tick marks it on the bar.
 """
@@ -22,7 +23,7 @@ HEADLINE = {
     ("linear", "top1_best_epoch"): ("part accuracy (%)", "linear"),
     ("attentive", "top1_best_epoch"): ("part accuracy (%)", "attentive"),
     ("logistic", "top1"): ("part accuracy (%)", "logistic"),
-    ("segmentation", "mIoU"): ("segmentation mIoU (%)", "{label_set}"),
+    ("segmentation", "mIoU"): ("segmentation mIoU (%)", "{label_set} ({protocol})"),
 }
 PANEL_W, PANEL_H, DPI, MAX_COLS = 480, 360, 100, 3
 
@@ -44,7 +45,10 @@ def summary_data(table: pd.DataFrame) -> pd.DataFrame:
         if part.empty:
             continue
         part["family"] = family
-        part["group"] = [group.format(feature=f, label_set=s) for f, s in zip(part["feature"], part["label_set"])]
+        kinds = part["protocol"].astype(str).str.split(r"[:( ]", n=1, regex=True).str[0] if "protocol" in part \
+            else pd.Series("", index=part.index)
+        part["group"] = [group.format(feature=f, label_set=s, protocol=k)
+                         for f, s, k in zip(part["feature"], part["label_set"], kinds)]
         picked.append(part)
     if not picked:
         return pd.DataFrame(columns=cols)

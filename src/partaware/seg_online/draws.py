@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.images import load_rgb
 from ..data.segfolder import load_label, reduce_zero_label
+
+# OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used it
+# can hang in its first cv2 call. One thread per process; the workers are the parallelism.
+cv2.setNumThreads(1)
 
 _ORDER, _VIEW = 0, 1  # separate seed streams for the image order and the augmentation draws
 
@@ -92,20 +97,10 @@ class DrawRange(Sampler):
         return max(0, self.stop - self.start)
 
 
-def _quiet_worker(_):
-    """One thread per worker: the workers are the parallelism."""
-    torch.set_num_threads(1)
-    try:
-        import cv2
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency of the pipeline
-        pass
-
-
 def draw_loader(dataset: SegDraws, batch_size: int, start_iter: int, iters: int, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
     """Batches of iterations start_iter .. iters - 1: batch `it` is draws [it * B, (it + 1) * B)."""
-    extra = dict(prefetch_factor=4, worker_init_fn=_quiet_worker) if num_workers else {}
+    extra = dict(prefetch_factor=4) if num_workers else {}
     draws = DrawRange(start_iter * batch_size, iters * batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=draws, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=False, **extra)

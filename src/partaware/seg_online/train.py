@@ -91,22 +91,29 @@ def train_online(encoder, samples: Sequence[Mapping], label_sets: Mapping[str, i
     for img, labels, hw in loader:
         x = normalise_and_pad(img.to(dev, non_blocking=True), hw, mean, std)
         feats = encode(encoder, x, blocks, dev, amp)
-        y = labels.to(dev, non_blocking=True).long()
-        rate = poly_lr(lr, it, iters, warmup_iters, power)
-        losses = {}
-        for i, n in enumerate(names):
-            for group in opts[n].param_groups:
-                group["lr"] = rate
-            loss = resized_cross_entropy(heads[n](feats), y[:, i], IGNORE, avg_non_ignore)
-            opts[n].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[n].step()
-            losses[n] = loss.detach()
+        losses = heads_step(heads, opts, feats, labels.to(dev, non_blocking=True),
+                            poly_lr(lr, it, iters, warmup_iters, power), avg_non_ignore)
         it += 1
         if checkpoint_path and (it % checkpoint_every == 0 or it == iters):
             save_checkpoint(checkpoint_path, resume_key, it, heads, opts)
         progress.step(it, losses)
     return heads
+
+
+def heads_step(heads, opts, feats: torch.Tensor, labels: torch.Tensor, lr: float,
+               avg_non_ignore: bool = False) -> dict[str, torch.Tensor]:
+    """One optimiser step of every head on the shared block maps; `labels` (B, L, H, W) holds the
+    label sets in the heads' order. Returns each head's loss (on the device)."""
+    losses = {}
+    for i, (n, head) in enumerate(heads.items()):
+        for group in opts[n].param_groups:
+            group["lr"] = lr
+        loss = resized_cross_entropy(head(feats), labels[:, i].long(), IGNORE, avg_non_ignore)
+        opts[n].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[n].step()
+        losses[n] = loss.detach()
+    return losses
 
 
 def save_checkpoint(path, resume_key: str, iteration: int, heads, opts) -> None:
