@@ -239,9 +239,10 @@ def test_disk_full_fails_cleanly_and_a_rerun_with_space_completes(setup, tmp_pat
             failed = subprocess.run(extract_cmd(setup, out), capture_output=True, text=True)
             code, stderr = failed.returncode, failed.stderr
         else:  # no mount permission: the backend's write raises ENOSPC from its 4th chunk on
-            from partaware import cli, store
+            from partaware import cli
+            from partaware.store import backends
 
-            backend = store._ZarrBackend if fmt == "zarr" else store._H5Backend
+            backend = backends._ZarrBackend if fmt == "zarr" else backends._H5Backend
             write, calls = backend.write, []
 
             def full(self, name, start, data):

@@ -189,7 +189,7 @@ def test_segmentation_image_below_the_minimum_side_is_a_bad_input(tmp_path, caps
     Image.new("L", (1, 1)).save(root / "ann" / "val" / f"{small.stem}.png")
     for on_bad_image in ("error", "skip"):
         cfg = C.validate({"device": "cpu", "data": {"on_bad_image": on_bad_image},
-                          "extract": {"batch_size": 4, "num_workers": 0},
+                          "extract": {"batch_size": 4, "num_workers": 0}, "segmentation": {"protocol": "cached"},
                           "datasets": {"seg": {"kind": "segfolder", "root": str(root), "size": 32, "blocks": [1],
                                                "label_sets": {"part": {"dir": "ann", "classes": 6}},
                                                "tasks": ["segmentation"]}},
@@ -218,7 +218,7 @@ def test_label_value_outside_the_classes_names_file_and_value(tmp_path, capsys, 
     values[0, :3] = 200
     Image.fromarray(values).save(label)
     cfg = C.validate({
-        "device": "cpu", "data": {"on_bad_image": on_bad_image},
+        "device": "cpu", "data": {"on_bad_image": on_bad_image}, "segmentation": {"protocol": "cached"},
         "datasets": {"seg": {"kind": "segfolder", "root": str(root), "size": 32, "blocks": [1, 2],
                              "label_sets": {"part": {"dir": "ann", "classes": 6}}, "tasks": ["segmentation"]}},
         "models": {"rnd": {**TINY, "weights": "random"}},

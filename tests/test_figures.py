@@ -194,7 +194,7 @@ def test_figure_maps_cli(seg_data, tmp_path):
 # --------------------------------------------------------------------------------- paper + table
 def _rows(dataset, task, feature, metric, values, label_set="part", weights="checkpoint", seeds=(0,)):
     return [{"dataset": dataset, "task": task, "model": m, "group": "", "weights": weights,
-             "feature": feature, "label_set": label_set, "protocol": "p", "metric": metric,
+             "feature": feature, "label_set": label_set, "protocol": "paper (as the test says)", "metric": metric,
              "value": v + 0.2 * s, "n": 10, "seed": s, "skipped": 0}
             for m, v in values.items() for s in seeds]
 
@@ -233,7 +233,7 @@ def test_table_paper_column(results, tmp_path):
     assert "92.1 ± 0.1 (paper 93.2, -1.1)" in md  # two seeds
     assert "25.0 (paper 28.9, -3.9)" in md        # ade20k part mIoU
     object_line = next(line for line in md.splitlines() if "| object |" in line)
-    assert "| 30.0 |" in object_line and "paper" not in object_line  # ADE20K object: other protocol
+    assert "| 30.0 |" in object_line and "(paper" not in object_line  # ADE20K object: not in the paper's table
     csv = pd.read_csv(tmp_path / "table.csv")
     assert "paper" in csv.columns and len(csv) == len(table)
     assert csv.loc[csv["model"] == "rand", "paper"].isna().all()  # random weights never match

@@ -46,10 +46,12 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     models = 7
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco
-    assert jobs["extract"] == models * (2 * 3 + 3 * 2)          # part sets: all/train/test; seg: train/val
-    assert jobs["evaluate"] == models * (2 * 4 + 3)             # 4 part tasks x 2, segmentation x 3
-    assert jobs["retrieval_grid"] == 2 and jobs["feature_maps"] == 3
+    assert jobs["extract"] == models * 2 * 3                    # part sets: all/train/test (no seg cache)
+    assert jobs["evaluate"] == models * 2 * 4                   # 4 part tasks x 2
+    assert jobs["segment"] == models * 3                        # the paper protocol: ade20k, pascal, lip
+    assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
     assert jobs["table"] == 1
     for model in PAPER["models"]:
-        assert f"results/evals/ade20k/{model}/segmentation.csv" in out.stdout
+        assert f"results/evals/ade20k/{model}/segmentation_paper.csv" in out.stdout
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
+        assert f"results/features/ade20k/{model}/train.zarr" not in out.stdout

@@ -131,7 +131,7 @@ def test_attentive_rows_state_bn_grouping(tmp_path, monkeypatch):
     monkeypatch.setattr(attentive, "train_attentive", spy)
     cfg = {"device": "cpu", "datasets": {"toy": {}},
            "attentive": {"epochs": 1, "batch_size": 16, "lr": None, "momentum": 0.9, "weight_decay": 0.0,
-                         "seeds": [0], "memory_mb": 0}}
+                         "seeds": [0], "memory_mb": 0, "bn_group": 128}}
     ctx = {"dataset": "toy", "model": "m", "group": "g", "weights": "random"}
     with write_store(tmp_path / "train.zarr", 50, d=24) as train, \
             write_store(tmp_path / "test.h5", 21, invalid={2}, d=24) as test:

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from partaware import store_lock
 from partaware.inspect_store import inspect
 from partaware.store import (DamagedStoreError, NonFiniteError, StoreError, StoreLockedError,
                              StoreWriter, open_store)
+from partaware.store import lock as store_lock
 
 N = 12
 LAYOUT = {"mean": ((8,), "float16", 4), "tokens": ((2, 4), "float16", 1), "row": ((), "int64", 4),
@@ -282,13 +282,13 @@ def test_snakemake_timestamp_in_a_store_is_not_warned_about(tmp_path, capsys):
 @pytest.fixture(autouse=True)
 def short_lock_wait(monkeypatch):
     """A live owner is waited for `LOCK_WAIT_S` before the refusal; keep the tests quick."""
-    monkeypatch.setattr("partaware.store.LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr("partaware.store.writer.LOCK_WAIT_S", 0.2)
 
 
 def test_a_writer_waits_for_an_owner_that_finishes(tmp_path, monkeypatch):
     """A rerun started while the orphan of a killed Snakemake is still exiting takes the lock
     once it is free, instead of failing."""
-    monkeypatch.setattr("partaware.store.LOCK_WAIT_S", 30)
+    monkeypatch.setattr("partaware.store.writer.LOCK_WAIT_S", 30)
     path = tmp_path / "all.zarr"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -333,7 +333,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
         holder.kill()  # an orphan that dies without cleaning up
         holder.wait()
     assert path.with_name(path.name + ".lock").exists()
-    with caplog.at_level("WARNING", logger="partaware.store_lock"):
+    with caplog.at_level("WARNING", logger="partaware.store.lock"):
         writer = StoreWriter(path, 8, SMALL, {}, "h")
     assert f"left by pid {holder.pid}" in caplog.text and "taking over" in caplog.text
     assert writer.rows_done == 4  # and the dead writer's finished chunk is resumed
@@ -386,7 +386,7 @@ def test_without_flock_a_dead_owner_is_taken_over_and_a_live_one_refused(tmp_pat
         path = tmp_path / f"{case}.zarr"
         path.with_name(path.name + ".lock").write_text(json.dumps({**owner, "since": "then"}))
         if case == "dead":
-            with caplog.at_level("WARNING", logger="partaware.store_lock"):
+            with caplog.at_level("WARNING", logger="partaware.store.lock"):
                 StoreWriter(path, 8, SMALL, {}, "h").close()
             assert f"left by pid {dead.pid}" in caplog.text
             assert not path.with_name(path.name + ".lock").exists()

@@ -33,6 +33,9 @@ def test_table_has_every_measurement(finished_run):
     assert expected_cols <= set(table.columns)
     assert set(table["task"]) == {"retrieval", "linear", "attentive", "logistic", "segmentation"}
     assert set(table.loc[table.task == "segmentation", "label_set"]) == {"part", "object"}
+    seg = table[table.task == "segmentation"]
+    assert set(seg["protocol"].str.split(":").str[0]) == {"paper", "cached"}  # both, side by side
+    assert seg.groupby(["label_set", "model", "metric"]).size().eq(2).all()
     assert set(table.loc[table.task == "retrieval", "metric"]) == {"AP", "mAP"}
     assert set(table.loc[table.task == "linear", "seed"]) == {0, 1}
     assert table["value"].between(0, 100).all()
@@ -58,9 +61,9 @@ def test_added_model_runs_only_its_jobs(finished_run):
     added = copy.deepcopy(TINY)
     added["models"]["tiny_b"] = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 2}
     jobs = planned_jobs(finished_run, added)
-    # 3 part splits + 2 segmentation splits; 4 part tasks + segmentation; the table; the figures
-    # that show every model
-    assert jobs == {"extract": 5, "evaluate": 5, "table": 1, "summary_plot": 1,
+    # 3 part splits + 2 segmentation splits; 4 part tasks + cached segmentation; the paper
+    # protocol's segmentation; the table; the figures that show every model
+    assert jobs == {"extract": 5, "evaluate": 5, "segment": 1, "table": 1, "summary_plot": 1,
                     "retrieval_grid": 1, "feature_maps": 1}
 
 
@@ -92,7 +95,7 @@ def test_sharded_extraction_gives_the_same_table(finished_run, tmp_path):
     assert (features / "all.shard0of2.zarr").is_dir() and (features / "all.shard1of2.zarr").is_dir()
     one = pd.read_csv(finished_run / "results" / "table.csv")
     two = pd.read_csv(tmp_path / "results" / "table.csv")
-    keys = ["dataset", "task", "label_set", "model", "feature", "metric", "seed"]
+    keys = ["dataset", "task", "label_set", "model", "feature", "protocol", "metric", "seed"]
     merged = one.merge(two, on=keys, suffixes=("_one", "_two"))
     assert len(merged) == len(one) == len(two)
     retrieval = merged[merged.task == "retrieval"]
@@ -108,7 +111,7 @@ def test_sharded_extraction_gives_the_same_table(finished_run, tmp_path):
                  tmp_path / "results" / "evals" / "demo_parts" / "tiny_a" / "retrieval.csv"):
         path.unlink()
     jobs = planned_jobs(tmp_path, sharded, "results/table.csv")
-    assert jobs == {"extract_shard": 1, "gather_shards": 1, "evaluate": 1, "table": 1}
+    assert jobs == {"extract": 1, "gather_shards": 1, "evaluate": 1, "table": 1}
 
 
 def test_snakemake_lint_passes():

@@ -32,7 +32,7 @@ def _spec(args) -> dict:
             spec.setdefault(key, {}).update(value)
         else:
             spec[key] = value
-    spec = C.fill_defaults(C.load_schema(), spec)
+    spec = C.fill_spec(spec)
     if getattr(args, "threads", None):
         import torch
 

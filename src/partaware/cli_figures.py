@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import config as C
+
 
 def _settings(args) -> tuple[dict, dict]:
     from .figures import figure_settings
 
-    spec = json.loads(args.spec)
+    spec = C.fill_spec(json.loads(args.spec))
     return spec, {**figure_settings({}), **(spec.get("figures") or {})}
 
 

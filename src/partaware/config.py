@@ -81,6 +81,17 @@ def fill_defaults(schema: dict, value, defs: dict | None = None):
     return out
 
 
+def fill_spec(spec: dict) -> dict:
+    """A job spec with every default filled in: the top level and each dataset's kind keys."""
+    from . import kinds
+
+    schema = load_schema()
+    out = fill_defaults(schema, spec)
+    out["datasets"] = {name: fill_defaults(dataset_schema(kinds.of(ds), schema), ds) if "kind" in ds else ds
+                       for name, ds in (out.get("datasets") or {}).items()}
+    return out
+
+
 def dataset_schema(kind, schema: dict | None = None) -> dict:
     """The full schema of one dataset: the keys every kind shares plus the kind's own."""
     base = (schema or load_schema())["$defs"]["dataset"]

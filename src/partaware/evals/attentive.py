@@ -173,5 +173,5 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
             loss.backward()
             opt.step()
         history.append(evaluate_attentive(model, test_batches, dev))
-        progress.update(epoch + 1, f"loss {float(loss):.4f}, test top-1 {history[-1]:.4f}")
+        progress.update(epoch + 1, f"loss {float(loss.detach()):.4f}, test top-1 {history[-1]:.4f}")
     return summarise_history(history)

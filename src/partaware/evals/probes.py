@@ -83,7 +83,7 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
             loss.backward()
             opt.step()
         history.append(_accuracy(model, xte, yte))
-        progress.update(epoch + 1, f"loss {float(loss):.4f}, test top-1 {history[-1]:.4f}")
+        progress.update(epoch + 1, f"loss {float(loss.detach()):.4f}, test top-1 {history[-1]:.4f}")
     return summarise_history(history)
 
 

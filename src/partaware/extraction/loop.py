@@ -1,7 +1,7 @@
 """The pipelined extraction loop: batch k+1 is queued on the device before batch k is read back,
 and a writer thread lands whole chunks in the resumable store in row order.
 
-A chunk counts as done (the resume point) only once it has landed (see `store.py`).
+A chunk counts as done (the resume point) only once it has landed (see `store/writer.py`).
 """
 from __future__ import annotations
 

@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 from functools import partial
-from contextlib import contextmanager
 from pathlib import Path
 
 import timm
 import torch
-import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
 from torch import Tensor, nn
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoints import CheckpointError, load_checkpoint_file, verify_checkpoint
 from .converters import CONVERTERS, State
 from .heads import build_head
+from .positions import dino_resample_pos_embed, fit_position_tables, token_grid
+
+__all__ = ["WEIGHTS", "BEIT_FORMATS", "Encoder", "dino_resample_pos_embed", "check_arch", "load_strict",
+           "build_encoder", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Encoder(nn.Module):
     as the authors' DINO segmentation backbone does: pixels past the last whole patch are
     dropped (a stride-p conv floors), and the absolute position table is resampled bicubically
     to the new token grid (`dino_resample_pos_embed`); relative position tables (BEiT, CAE) are
-    indexed for the smaller grid (`_token_grid`).
+    indexed for the smaller grid (`positions.token_grid`).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | None = None, *,
@@ -90,7 +90,7 @@ class Encoder(nn.Module):
         built = getattr(self.backbone.patch_embed, "img_size", None)
         if built is None or tuple(x.shape[-2:]) != tuple(built):
             x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
-        with _token_grid(self.backbone, tuple(x.shape[-2:])):
+        with token_grid(self.backbone, tuple(x.shape[-2:])):
             if wanted:
                 final, maps = self.backbone.forward_intermediates(
                     x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
@@ -118,81 +118,6 @@ class Encoder(nn.Module):
         if bad:
             raise ValueError(f"blocks {bad} out of range: this encoder has blocks 1..{self.depth}")
         return wanted
-
-
-def dino_resample_pos_embed(pos: Tensor, built: tuple[int, int], grid: tuple[int, int],
-                            num_prefix: int) -> Tensor:
-    """The released DINO backbone's `interpolate_pos_encoding`, for any built grid: the patch part
-    of `pos` (1, prefix + gh * gw, D) resized bicubically (align_corners=False, no antialias) with
-    scale factors (h + 0.1) / gh, (w + 0.1) / gw, which give exactly (h, w) outputs; prefix rows kept."""
-    (gh, gw), (h, w) = built, grid
-    prefix, patch = pos[:, :num_prefix], pos[:, num_prefix:]
-    dim = pos.shape[-1]
-    patch = patch.reshape(1, gh, gw, dim).permute(0, 3, 1, 2).float()
-    patch = F.interpolate(patch, scale_factor=((h + 0.1) / gh, (w + 0.1) / gw), mode="bicubic",
-                          align_corners=False)
-    if tuple(patch.shape[-2:]) != (h, w):  # the +0.1 guards against exactly this
-        raise RuntimeError(f"position table resampled to {tuple(patch.shape[-2:])}, expected {(h, w)}")
-    patch = patch.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos.dtype)
-    return torch.cat([prefix, patch], dim=1)
-
-
-def _sub_grid_index(index: Tensor, built: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """Rows / columns of a (1 + gh * gw)^2 relative position index for the tokens of the top-left
-    h x w sub-grid (plus the CLS row and column). A bias depends only on the offset between two
-    tokens, so this is the exact table of an h x w grid: no entry is interpolated."""
-    (gh, gw), (h, w) = built, grid
-    rows = torch.arange(h, device=index.device)[:, None] * gw
-    cols = torch.arange(w, device=index.device)[None, :]
-    keep = torch.cat([torch.zeros(1, dtype=torch.long, device=index.device), 1 + (rows + cols).flatten()])
-    return index[keep][:, keep].contiguous()
-
-
-@contextmanager
-def _token_grid(backbone: nn.Module, size: tuple[int, int]):
-    """Run `backbone` (built for `patch_embed.img_size`) on inputs of `size` (whole patches): relax
-    the patch embedding's size check and, for another token grid, swap in a resampled absolute
-    position table and sub-grid relative position indices; all is put back on exit. At the built
-    size nothing changes."""
-    pe = backbone.patch_embed
-    if getattr(pe, "img_size", None) is None or tuple(size) == tuple(pe.img_size) \
-            or getattr(backbone, "dynamic_img_size", False):
-        yield
-        return
-    built = tuple(int(g) for g in pe.grid_size)
-    grid = (size[0] // int(pe.patch_size[0]), size[1] // int(pe.patch_size[1]))
-    rel = [m for m in backbone.modules()
-           if isinstance(getattr(m, "relative_position_index", None), Tensor)
-           and getattr(m, "window_size", None) is not None]
-    if rel and (grid[0] > built[0] or grid[1] > built[1]):
-        raise ValueError(f"a {grid[0]} x {grid[1]} token grid is larger than the {built[0]} x {built[1]} "
-                         f"grid this encoder's relative position tables cover; build it with a larger "
-                         f"img_size (at least {max(grid) * int(pe.patch_size[0])})")
-    saved: list[tuple[object, str, object]] = []
-
-    def swap(obj, name, value):
-        saved.append((obj, name, getattr(obj, name)))
-        setattr(obj, name, value)
-
-    try:
-        swap(pe, "strict_img_size", False)
-        if grid == built:
-            yield
-            return
-        pos = getattr(backbone, "pos_embed", None)
-        if isinstance(pos, nn.Parameter):
-            prefix = 0 if getattr(backbone, "no_embed_class", False) else backbone.num_prefix_tokens
-            swap(backbone, "pos_embed", nn.Parameter(
-                dino_resample_pos_embed(pos.detach(), built, grid, prefix), requires_grad=False))
-        for m in rel:
-            swap(m, "relative_position_index", _sub_grid_index(m.relative_position_index, built, grid))
-            swap(m, "window_size", tuple(grid))
-            if hasattr(m, "window_area"):
-                swap(m, "window_area", grid[0] * grid[1])
-        yield
-    finally:
-        for obj, name, value in reversed(saved):
-            setattr(obj, name, value)
 
 
 def _per_token_norm(backbone: nn.Module) -> nn.Module | None:
@@ -241,30 +166,6 @@ def _create(arch: str, kwargs: dict, pretrained: bool = False, seed: int = 0) ->
     return model
 
 
-def _fit_position_tables(sd: State, model: nn.Module) -> State:
-    """Resample `pos_embed` / relative position tables saved for another input size."""
-    target = model.state_dict()
-    out = dict(sd)
-    pos = out.get("pos_embed")
-    want = target.get("pos_embed")
-    if pos is not None and want is not None and pos.shape != want.shape and pos.dim() == 3 \
-            and pos.shape[-1] == want.shape[-1]:
-        n = pos.shape[1] - model.num_prefix_tokens
-        if math.isqrt(n) ** 2 == n:
-            log.warning("resampling pos_embed %s -> %s", tuple(pos.shape), tuple(want.shape))
-            out["pos_embed"] = resample_abs_pos_embed(
-                pos, new_size=list(model.patch_embed.grid_size),
-                num_prefix_tokens=model.num_prefix_tokens, verbose=False)
-    for key, table in sd.items():
-        if key.endswith("relative_position_bias_table") and key in target \
-                and table.shape != target[key].shape and table.dim() == 2:
-            window = model.get_submodule(key.rsplit(".", 1)[0]).window_size
-            log.warning("resizing %s %s -> %s", key, tuple(table.shape), tuple(target[key].shape))
-            out[key] = resize_rel_pos_bias_table(table, new_window_size=window,
-                                                 new_bias_shape=target[key].shape)
-    return out
-
-
 def _listing(keys: list[str], limit: int = 25) -> str:
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
@@ -308,7 +209,7 @@ def _load_official(arch: str, kwargs: dict, cfg: dict,
     if fmt in BEIT_FORMATS and type(backbone).__name__ != "Beit":
         raise ValueError(f"format {fmt!r} needs a timm Beit arch (e.g. beit_base_patch16_224), "
                          f"got {arch!r} ({type(backbone).__name__})")
-    load_strict(backbone, _fit_position_tables(conv.backbone, backbone), str(path))
+    load_strict(backbone, fit_position_tables(conv.backbone, backbone), str(path))
     head = None
     if conv.head:
         head = build_head(conv.head_kind, conv.head)

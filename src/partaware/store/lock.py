@@ -75,7 +75,7 @@ class StoreLock:
 
     def __init__(self, path: Path, fd: int, flocked: bool):
         self.path, self.fd, self.flocked, self.pid = path, fd, flocked, os.getpid()
-        self.token = None  # which writer of this process holds it now (see store.StoreWriter)
+        self.token = None  # which writer of this process holds it now (see writer.StoreWriter)
         self.writer = None
 
     @classmethod
