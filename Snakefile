@@ -25,6 +25,7 @@ localrules:
     gather_shards,
     table,
     summary_plot,
+    contrast_plot,
 
 
 rule all:

@@ -85,7 +85,9 @@ def checkpoint_path(model):
 
 
 def checkpoint_input(wildcards):
-    if CFG["models"][wildcards.model]["weights"] == "checkpoint":
+    """The linked or fetched weights file (`weights: checkpoint` or `file`): the job verifies its
+    sha256, which keys the store's resume and the segmentation state."""
+    if CFG["models"][wildcards.model]["weights"] in ("checkpoint", "file"):
         return checkpoint_path(wildcards.model)
     return []
 
@@ -164,15 +166,23 @@ def figure_split(dataset):
     return C.task_splits(CFG["datasets"][dataset], "segmentation")[-1]
 
 
+def contrast_datasets():
+    """Segmentation datasets with both a `part` and an `object` label set (the same images)."""
+    return [d for d, ds in CFG["datasets"].items()
+            if "segmentation" in ds["tasks"] and {"part", "object"} <= set(ds.get("label_sets") or {})]
+
+
 def figure_targets():
-    """Every figure of the configured datasets, and the summary of the table."""
+    """Every figure of the configured datasets, the summary of the table, and the part-vs-object
+    contrast where a dataset has both levels."""
     out = []
     for dataset, ds in CFG["datasets"].items():
         if "segmentation" in ds["tasks"] and C.splits_of(CFG, dataset):  # the cached maps are drawn
             out.append(f"results/figures/{dataset}/feature_maps.png")
         if "retrieval" in ds["tasks"]:
             out.append(f"results/figures/{dataset}/retrieval_grid.png")
-    return out + ["results/figures/summary.png"]
+    out.append("results/figures/summary.png")
+    return out + (["results/figures/contrast.png"] if contrast_datasets() else [])
 
 
 wildcard_constraints:

@@ -1,4 +1,5 @@
-# Figures from the cache and the table: retrieval grids, feature maps, the summary plot.
+# Figures from the cache and the table: retrieval grids, feature maps, the summary plot, the
+# part-vs-object contrast.
 # Every figure is tagged for `snakemake --report results/report.html`.
 
 
@@ -58,3 +59,17 @@ rule summary_plot:
         "../envs/report.yaml"
     shell:
         "partaware figure-summary --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule contrast_plot:
+    input:
+        "results/table.csv",
+    output:
+        report("results/figures/contrast.png", caption="../workflow/report/contrast.rst",
+               category="Results", labels={"figure": "part vs object"}),
+    log:
+        "results/logs/figures/contrast.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "partaware figure-contrast --table {input:q} --out {output:q} > {log:q} 2>&1"

@@ -216,7 +216,9 @@ def results(tmp_path):
 
 
 def test_paper_values():
-    assert len(paper.PAPER) == 7 * 8 - 4 * 2 + 7 * 3
+    assert len(paper.PAPER) == 7 * 8 - 4 * 2 + 7 * 3 + 7 * 3 + 7 * 2  # + Table 2 (3 metrics), Table 1 (2 probes)
+    assert paper.paper_value("ade20k150", "segmentation", "object", paper.SEG_FEATURE, "mIoU", "ibot") == 38.3
+    assert paper.paper_value("ade20k150", "segmentation", "object", paper.SEG_FEATURE, "aAcc", "beit") == 64.9
     assert paper.paper_value("cub", "retrieval", "part", "mean", "AP", "mocov3") == 50.8
     assert paper.paper_value("coco", "attentive", "part", "tokens", "top1_best_epoch", "ibot") == 95.1
     assert paper.paper_value("lip", "segmentation", "part", paper.SEG_FEATURE, "mIoU", "cae") == 43.7

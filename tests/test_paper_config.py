@@ -22,8 +22,11 @@ def _stand_ins(root: Path) -> None:
         (root / spec["images"]).mkdir(parents=True, exist_ok=True)
         (root / spec["annotations"]).parent.mkdir(parents=True, exist_ok=True)
         (root / spec["annotations"]).write_text("{}")
-    for name in ("ade20k", "pascal_part", "lip"):
-        (root / PAPER["datasets"][name]["root"]).mkdir(parents=True, exist_ok=True)
+    for name in ("ade20k", "ade20k150", "pascal_part", "lip"):
+        ds = PAPER["datasets"][name]
+        for folder in [ds["root"], *(s["root"] for s in ds["label_sets"].values() if "root" in s)]:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / PAPER["datasets"]["imagenet"]["root"]).mkdir(parents=True, exist_ok=True)
     for model in PAPER["models"].values():
         if "path" in model:
             (root / model["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -46,12 +49,40 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     models = 7
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco
-    assert jobs["extract"] == models * 2 * 3                    # part sets: all/train/test (no seg cache)
-    assert jobs["evaluate"] == models * 2 * 4                   # 4 part tasks x 2
-    assert jobs["segment"] == models * 3                        # the paper protocol: ade20k, pascal, lip
+    # part sets: all/train/test (no seg cache); imagenet: train/val and their attentive subsets
+    assert jobs["extract"] == models * (2 * 3 + 4)
+    assert jobs["evaluate"] == models * (2 * 4 + 2)             # 4 part tasks x 2; imagenet's 2 probes
+    assert jobs["segment"] == models * 4                        # the paper protocol: ade20k, ade20k150, pascal, lip
     assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
+    assert jobs["contrast_plot"] == 1                           # ade20k and pascal_part: part and object
     assert jobs["table"] == 1
     for model in PAPER["models"]:
         assert f"results/evals/ade20k/{model}/segmentation_paper.csv" in out.stdout
+        assert f"results/evals/ade20k150/{model}/segmentation_paper.csv" in out.stdout
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
         assert f"results/features/ade20k/{model}/train.zarr" not in out.stdout
+        for store in ("train", "val", "train_attentive", "val_attentive"):
+            assert f"results/features/imagenet/{model}/{store}.zarr" in out.stdout
+        for task in ("linear", "attentive"):
+            assert f"results/evals/imagenet/{model}/{task}.csv" in out.stdout
+
+
+def test_paper_config_reads_the_segmentation_folders_as_the_authors_ship_them():
+    """PROTOCOL section 5's table: ADE20K-Part, Pascal-Part, LIP img/ and ann/; ADE20K-Object (59)
+    and ADE20K-150 images/ and annotations/ {training,validation}."""
+    from partaware.data.segfolder import image_folder, label_folder
+
+    def folders(name, label_set, split):
+        ds = PAPER["datasets"][name]
+        spec = ds["label_sets"][label_set]
+        root, layout = Path(spec.get("root", ds["root"])), spec.get("layout", ds.get("layout", "mmseg"))
+        return (image_folder(root, split, layout, spec.get("images") or ds.get("images")).relative_to(root).as_posix(),
+                label_folder(root, split, layout, spec.get("labels"), spec.get("dir")).relative_to(root).as_posix())
+
+    for name in ("ade20k", "pascal_part", "lip"):
+        assert folders(name, "part", "train") == ("img/train", "ann/train")
+        assert folders(name, "part", "val") == ("img/val", "ann/val")
+    for name in ("ade20k150", "ade20k"):
+        assert folders(name, "object", "train") == ("images/training", "annotations/training")
+        assert folders(name, "object", "val") == ("images/validation", "annotations/validation")
+    assert PAPER["datasets"]["ade20k150"]["label_sets"]["object"]["classes"] == 150

@@ -22,7 +22,7 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_figures_are_drawn(finished_run):
-    for name in ("demo_parts/retrieval_grid.png", "demo_seg/feature_maps.png", "summary.png"):
+    for name in ("demo_parts/retrieval_grid.png", "demo_seg/feature_maps.png", "summary.png", "contrast.png"):
         assert (finished_run / "results" / "figures" / name).stat().st_size > 1000
 
 
@@ -53,7 +53,8 @@ def test_nothing_to_do_after_a_finished_run(finished_run):
 def test_probe_change_reruns_the_probe_not_extraction(finished_run):
     changed = copy.deepcopy(TINY)
     changed["linear"]["epochs"] = 6
-    assert planned_jobs(finished_run, changed) == {"evaluate": 1, "table": 1, "summary_plot": 1}
+    assert planned_jobs(finished_run, changed) == {"evaluate": 1, "table": 1, "summary_plot": 1,
+                                                   "contrast_plot": 1}
 
 
 @pytest.mark.slow
@@ -64,7 +65,7 @@ def test_added_model_runs_only_its_jobs(finished_run):
     # 3 part splits + 2 segmentation splits; 4 part tasks + cached segmentation; the paper
     # protocol's segmentation; the table; the figures that show every model
     assert jobs == {"extract": 5, "evaluate": 5, "segment": 1, "table": 1, "summary_plot": 1,
-                    "retrieval_grid": 1, "feature_maps": 1}
+                    "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1}
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""`partaware figure-grid | figure-maps | figure-summary`: the figure jobs of rules/figures.smk.
+"""`partaware figure-grid | figure-maps | figure-summary | figure-contrast`: the figure jobs of
+rules/figures.smk.
 
 Kept apart from cli.py so the figure commands can change without touching the core CLI;
 `cli.build_parser` calls `add_figure_commands(sub)`. Like the other jobs, rules pass the config
@@ -45,9 +46,11 @@ def cmd_figure_maps(args):
     spec, fs = _settings(args)
     ds = spec["datasets"][args.dataset]
     split = args.split or C.task_splits(ds, "segmentation")[-1]
-    res = feature_maps(ds["root"], split, {k: v["dir"] for k, v in ds["label_sets"].items()},
-                       dict(zip(_models(args), args.stores)), args.out, size=ds["size"],
-                       blocks=ds.get("blocks"), n_images=fs["n_images"], seed=fs["seed"], cell=fs["cell"])
+    from . import kinds
+
+    res = feature_maps(ds["root"], split, ds["label_sets"], dict(zip(_models(args), args.stores)), args.out,
+                       size=ds["size"], blocks=ds.get("blocks"), n_images=fs["n_images"], seed=fs["seed"],
+                       cell=fs["cell"], samples=kinds.of(ds).samples(ds, split))
     print(f"{args.out}: images {res['rows']} of {split}, arrays {res['arrays']}")
 
 
@@ -56,6 +59,14 @@ def cmd_figure_summary(args):
 
     data = summary_plot(args.table, args.out)
     print(f"{args.out}: {len(data)} bars, {int(data['paper'].notna().sum())} with a paper value")
+
+
+def cmd_figure_contrast(args):
+    from .figures.contrast import contrast_plot, contrast_rows
+
+    data = contrast_plot(args.table, args.out)
+    print(f"{args.out}: {data['dataset'].nunique()} datasets with object and part labels, "
+          f"{contrast_rows(data)} encoders with both, protocols {sorted(set(data['protocol']))}")
 
 
 def add_figure_commands(sub) -> None:
@@ -79,3 +90,7 @@ def add_figure_commands(sub) -> None:
     s.add_argument("--table", required=True, help="results/table.csv")
     s.add_argument("--out", required=True, help="the PNG to write")
     s.set_defaults(fn=cmd_figure_summary)
+    s = sub.add_parser("figure-contrast", help="object vs part mIoU per encoder and their rankings (Figure 6)")
+    s.add_argument("--table", required=True, help="results/table.csv")
+    s.add_argument("--out", required=True, help="the PNG to write")
+    s.set_defaults(fn=cmd_figure_contrast)

@@ -166,6 +166,16 @@ def _check_model(name: str, model: dict) -> None:
         problem = timm_weights_problem(arch)
         if problem:
             raise ConfigError(f"config key {where}.weights: {problem}")
+        _check_timm_normalisation(where, model)
+    if model["weights"] == "file":
+        if "url" in model:
+            raise ConfigError(f"config key {where}.url: weights: file reads a local `path`; to download, "
+                              "use weights: checkpoint with format: timm and the url")
+        if "path" not in model:
+            raise ConfigError(f"config key {where}.path: required with weights: file (a local timm state dict, "
+                              ".safetensors or .pth/.pt/.bin)")
+        if not Path(model["path"]).is_file():
+            raise ConfigError(f"config key {where}.path: weights file {model['path']} does not exist")
     if model["weights"] == "checkpoint":
         if "url" not in model and "path" not in model:
             raise ConfigError(f"config key {where}: weights: checkpoint needs a url or a path")
@@ -174,6 +184,24 @@ def _check_model(name: str, model: dict) -> None:
                               "(timm, deit, mocov3, dino, ibot, beit, mae, cae)")
         if "url" not in model and not Path(model["path"]).exists():
             raise ConfigError(f"config key {where}.path: checkpoint file {model['path']} does not exist")
+
+
+def _check_timm_normalisation(where: str, model: dict) -> None:
+    """Warn when timm weights were trained with another input normalisation than the ImageNet one
+    used by default (CLIP, SigLIP, EVA-02): the run would work, on wrongly scaled pixels."""
+    import warnings
+
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(model["arch"])
+    if pcfg is None or "mean" in model or "std" in model:
+        return
+    want = [list(map(float, pcfg.mean)), list(map(float, pcfg.std))]
+    if want != [list(IMAGENET_MEAN), list(IMAGENET_STD)]:
+        warnings.warn(f"config key {where}: the timm weights of {model['arch']!r} were trained on inputs "
+                      f"normalised with mean {want[0]}, std {want[1]}, not ImageNet's (the default); add "
+                      f"`mean: {want[0]}` and `std: {want[1]}` to the model, or ImageNet's to silence this",
+                      stacklevel=2)
 
 
 def load_yaml(path: Path | str) -> dict:

@@ -52,9 +52,23 @@ def _split_xy(store: FeatureStore, feature: str):
     return feats, store.read("label")[valid], int((~valid).sum())
 
 
-def _num_classes(cfg: dict, dataset: str, *label_arrays) -> int:
+def _num_classes(cfg: dict, dataset: str, stores, *label_arrays) -> int:
+    """The probe's output size: the configured parts, else the class list the stores record (an
+    image folder's class folders, some of which may hold no row), else the largest label + 1."""
     parts = cfg["datasets"][dataset].get("parts")
-    return len(parts) if parts else int(max(int(a.max()) for a in label_arrays) + 1)
+    if parts:
+        return len(parts)
+    recorded = [len(s.attrs["classes"]) for s in stores if s.attrs.get("classes")]
+    return max(recorded) if recorded else int(max(int(a.max()) for a in label_arrays) + 1)
+
+
+def _as_stored(rows: list[dict], store: FeatureStore) -> list[dict]:
+    """Rows with what the store says of its rows (`kinds` put it there): their label set, and a
+    note on the view they were cached at for the protocol column (e.g. an image folder's crop)."""
+    attrs = store.attrs
+    note, label_set = attrs.get("protocol_note"), attrs.get("label_set")
+    return [{**row, **({"label_set": label_set} if label_set else {}),
+             **({"protocol": f"{row['protocol']}; {note}"} if note else {})} for row in rows]
 
 
 def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
@@ -63,14 +77,14 @@ def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -
     pc = cfg["linear"]
     xtr, ytr, sk1 = _split_xy(train, "cls")
     xte, yte, sk2 = _split_xy(test, "cls")
-    classes = _num_classes(cfg, ctx["dataset"], ytr, yte)
+    classes = _num_classes(cfg, ctx["dataset"], (train, test), ytr, yte)
     rows = []
     for seed in pc["seeds"]:
         res = train_linear(xtr, ytr, xte, yte, classes, epochs=pc["epochs"], batch_size=pc["batch_size"],
                            lr=pc["lr"], momentum=pc["momentum"], weight_decay=pc["weight_decay"],
                            seed=seed, device=resolve_device(cfg["device"]))
         rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed, sk1 + sk2)
-    return rows
+    return _as_stored(rows, train)
 
 
 def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
@@ -95,7 +109,7 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
     bn_group, memory_mb = pc["bn_group"], pc["memory_mb"]
     device = resolve_device(cfg["device"])
     ytr, yte = train.read("label"), test.read("label")
-    classes = _num_classes(cfg, ctx["dataset"], ytr, yte)
+    classes = _num_classes(cfg, ctx["dataset"], (train, test), ytr, yte)
     dim = train.info("tokens")["shape"][-1]
     skipped = int((~_valid(train)).sum() + (~_valid(test)).sum())
     # memory_mb is shared: the training tokens first (read every epoch in a new order), then the test's.
@@ -110,7 +124,7 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
                               momentum=pc["momentum"], weight_decay=pc["weight_decay"], seed=seed,
                               device=device, bn_group=bn_group)
         rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, skipped)
-    return [{**row, "protocol": f"{row['protocol']}; {bn}"} for row in rows]
+    return _as_stored([{**row, "protocol": f"{row['protocol']}; {bn}"} for row in rows], train)
 
 
 def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
@@ -120,8 +134,9 @@ def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore)
     xtr, ytr, sk1 = _split_xy(train, "cls")
     xte, yte, sk2 = _split_xy(test, "cls")
     res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
-    return [result_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
-                 skipped=sk1 + sk2, protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")]
+    return _as_stored([result_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
+                                  skipped=sk1 + sk2,
+                                  protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")], train)
 
 
 def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int,

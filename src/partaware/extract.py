@@ -52,7 +52,8 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     checkpoint_sha = encoder.checkpoint_sha256 or ""  # hashed once, when the encoder verified it
     # What the config hash cannot see: the checkpoint's bytes and the exact rows to extract.
     resume_key = f"{checkpoint_sha}:{C.digest([plan.images, plan.resume_rows])}"
-    attrs = {"model": model, "arch": mcfg["arch"], "weights": mcfg["weights"], "group": mcfg.get("group", ""),
+    attrs = {**plan.attrs,  # what the kind records of its rows (e.g. an image folder's classes)
+             "model": model, "arch": mcfg["arch"], "weights": mcfg["weights"], "group": mcfg.get("group", ""),
              "dataset": dataset, "split": split, "shard": shard, "shards": cfg["extract"]["shards"],
              "checkpoint_sha256": checkpoint_sha, "timm_version": timm.__version__,
              "torch_version": torch.__version__, "transform": plan.transform,

@@ -50,6 +50,44 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _value(value: float, paper: float) -> str:
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.1f}" + (f" (paper {paper:.1f})" if pd.notna(paper) else "")
+
+
+def _rank(rank, paper_rank) -> str:
+    if pd.isna(rank):
+        return "-"
+    return f"{int(rank)}" + (f" (paper {int(paper_rank)})" if pd.notna(paper_rank) else "")
+
+
+def contrast_section(table: pd.DataFrame) -> str:
+    """The part-vs-object section of table.md (the paper's Figure 6): per dataset with both an
+    `object` and a `part` label set, per encoder: part and object mIoU and the rank at each level.
+    Empty when no dataset has both."""
+    from .figures.contrast import contrast_data, protocol_text
+
+    data = contrast_data(table)
+    if data.empty:
+        return ""
+    lines = ["", "## Part level vs object level (the paper's Figure 6)", "",
+             "Segmentation mIoU (%) of each encoder on the same images with object labels and with part "
+             "labels, and its rank among the encoders shown at each level (1 = best; mean over seeds). "
+             "`(paper X)`: the value Zhu et al. report and the rank it gives among these encoders (part level: "
+             "Table 4; their object-level values of Figure 6 are not in the readable text). The paper's "
+             "finding: the supervised DeiT ranks higher at the object level than at the part level.", ""]
+    for dataset, d in data.groupby("dataset", sort=False):
+        lines += [f"### {dataset} ({protocol_text(d['protocol'].iloc[0])})", "",
+                  "| model | part mIoU | object mIoU | part rank | object rank |", "|---|---|---|---|---|"]
+        for _, r in d.iterrows():
+            lines.append(f"| {r['model']} | {_value(r['part'], r['part_paper'])} | "
+                         f"{_value(r['object'], r['object_paper'])} | {_rank(r['part_rank'], r['part_paper_rank'])} | "
+                         f"{_rank(r['object_rank'], r['object_paper_rank'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
     table = gather(inputs)
     header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
@@ -58,7 +96,7 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFra
               "the model and dataset names are those of configs/paper.yaml; check the protocol "
               "column: only rows whose protocol starts with `paper` follow the paper's). `n/a`: the "
               "model lacks that feature (e.g. `proj` without a projection head).\n\n")
-    write_text(md_path, header + to_markdown(pivot(table)))
+    write_text(md_path, header + to_markdown(pivot(table)) + contrast_section(table))
     write_text(csv_path, table.to_csv(index=False))
     return table
 

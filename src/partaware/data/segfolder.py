@@ -1,8 +1,18 @@
-"""Segmentation datasets in the authors' mmseg folder layout.
+"""Segmentation datasets in the folder layouts the authors ship (PROTOCOL.md section 5).
 
-    <root>/img/{train,val}/<stem>.jpg
-    <root>/<label_dir>/{train,val}/<stem>.png     one dir per label set, e.g. ann (parts),
-                                                   ann_object (objects)
+    layout mmseg (ADE20K-Part, Pascal-Part, LIP):
+        <root>/img/{train,val}/<stem>.jpg
+        <root>/<dir>/{train,val}/<stem>.png           one dir per label set, e.g. ann (parts),
+                                                       ann_object (objects); default dir ann
+    layout ade (ADEChallengeData2016: ADE20K-150, and ADE20K-Object (59)):
+        <root>/images/{training,validation}/<stem>.jpg
+        <root>/annotations/{training,validation}/<stem>.png
+
+The workflow's split names stay `train` / `val`; a layout maps them onto its folders, and
+explicit per-split folders (`images: {train: ..., val: ...}`, per label set `labels: {...}`)
+override the preset. A label set may live in another release (its own `root` / `layout`):
+its images must be the dataset's (same stems), since every label set of a dataset scores the
+same images in one run.
 
 Label PNGs hold class indices (mode L or P): 0 = background, 1..C = foreground classes,
 255 = ignore. Training uses `reduce_zero_label` (PROTOCOL.md section 5), so background is
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,29 +50,102 @@ _RESERVED_KEYS = {"id", "img"}
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
-def list_samples(root: str | os.PathLike, split: str, label_dirs: dict[str, str]) -> list[dict]:
-    """Pair every `img/<split>/*.jpg` with its `<dir>/<split>/<stem>.png` in each label set.
+# Where each release keeps a split: image folder, default label folder, and its folder name
+# of each of our split names (splits not listed keep their own name).
+LAYOUTS = {
+    "mmseg": {"images": "img", "labels": "ann", "splits": {}},
+    "ade": {"images": "images", "labels": "annotations", "splits": {"train": "training", "val": "validation"}},
+}
+SHOWN = 3  # stems named in an error, per side
 
-    Returns one dict per image, sorted by stem: `{"id": stem, "img": Path, <set>: Path, ...}`
-    (e.g. `label_dirs={"part": "ann", "object": "ann_object"}` gives keys `part`, `object`).
-    A missing label file is an error rather than a skipped image, so that every label set
-    scores the same images.
+
+def _layout(name: str) -> dict:
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown segmentation folder layout {name!r}; use one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def _under(root: Path, folder: str) -> Path:
+    return Path(folder) if Path(folder).is_absolute() else root / folder
+
+
+def image_folder(root, split: str, layout: str = "mmseg", images: Mapping[str, str] | None = None) -> Path:
+    """The image folder of one split: `images[split]` (relative to root unless absolute) where
+    given, else the layout preset's (mmseg: img/<split>; ade: images/{training,validation})."""
+    root, preset = Path(root), _layout(layout)
+    if images and split in images:
+        return _under(root, images[split])
+    return root / preset["images"] / preset["splits"].get(split, split)
+
+
+def label_folder(root, split: str, layout: str = "mmseg", labels: Mapping[str, str] | None = None,
+                 dir: str | None = None) -> Path:
+    """The label folder of one split: `labels[split]` where given, else `<dir>/<split folder>` of
+    the layout (dir defaults to the layout's: mmseg ann, ade annotations)."""
+    root, preset = Path(root), _layout(layout)
+    if labels and split in labels:
+        return _under(root, labels[split])
+    return root / (dir or preset["labels"]) / preset["splits"].get(split, split)
+
+
+def _stems(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.jpg"))
+
+
+def _differ(name: str, theirs: Path, ours: Path, their_stems, our_stems) -> DataError:
+    only_theirs = sorted(set(their_stems) - set(our_stems))
+    only_ours = sorted(set(our_stems) - set(their_stems))
+
+    def side(stems, folder):
+        shown = ", ".join(stems[:SHOWN]) + (", ..." if len(stems) > SHOWN else "")
+        return f"{len(stems)} only in {folder}" + (f" ({shown})" if stems else "")
+
+    return DataError(f"label set {name!r}: its images {theirs} are not the dataset's images {ours}: "
+                     f"{side(only_theirs, theirs)}; {side(only_ours, ours)}. The label sets of one dataset "
+                     f"score the same images in one run: make {name!r} its own dataset (an entry of its "
+                     "own under `datasets:` with this label set's root and layout)")
+
+
+def list_samples(root: str | os.PathLike, split: str, label_sets: Mapping[str, str | Mapping],
+                 layout: str = "mmseg", images: Mapping[str, str] | None = None) -> list[dict]:
+    """Pair every image of a split with its `<stem>.png` in each label set.
+
+    `label_sets` maps a label set name to its label `dir` (mmseg: `<root>/<dir>/<split>`), or to
+    its config (`dir`, `root`, `layout`, `images`, `labels`; other keys such as `classes` are
+    ignored; `root` / `layout` default to the dataset's). Returns one dict per image, sorted by
+    stem: `{"id": stem, "img": Path, <set>: Path, ...}`. A missing label file is an error rather
+    than a skipped image, so that every label set scores the same images; so is a label set whose
+    own image folder holds other images than the dataset's.
     """
     root = Path(root)
-    bad = _RESERVED_KEYS & set(label_dirs)
+    bad = _RESERVED_KEYS & set(label_sets)
     if bad:
         raise ValueError(f"label set names {sorted(bad)} are reserved; rename them")
-    img_dir = root / "img" / split
-    images = sorted(img_dir.glob("*.jpg")) if img_dir.is_dir() else []
-    if not images:
-        raise DataError(f"{img_dir}: no *.jpg images (expected the mmseg layout img/{split}/*.jpg)")
+    img_dir = image_folder(root, split, layout, images)
+    stems = _stems(img_dir) if img_dir.is_dir() else []
+    if not stems:
+        raise DataError(f"{img_dir}: no *.jpg images (expected the {layout} layout's images of split {split!r}, "
+                        f"or set the dataset's `images: {{{split}: <folder>}}`)")
+    folders = {}
+    for name, spec in label_sets.items():
+        spec = {"dir": spec} if isinstance(spec, str) else dict(spec)
+        set_root, set_layout = Path(spec.get("root", root)), spec.get("layout", layout)
+        folders[name] = label_folder(set_root, split, set_layout, spec.get("labels"), spec.get("dir"))
+        own = {"root", "layout", "images"} & set(spec)
+        set_img = image_folder(set_root, split, set_layout, spec.get("images")) if own else img_dir
+        if set_img.resolve() != img_dir.resolve() and set_img.is_dir():  # its own copy of the images
+            theirs = _stems(set_img)
+            if theirs != stems:
+                raise _differ(name, set_img, img_dir, theirs, stems)
     samples = []
-    for img in images:
-        sample = {"id": img.stem, "img": img}
-        for name, sub in label_dirs.items():
-            lab = root / sub / split / f"{img.stem}.png"
+    for stem in stems:
+        img = img_dir / f"{stem}.jpg"
+        sample = {"id": stem, "img": img}
+        for name, folder in folders.items():
+            lab = folder / f"{stem}.png"
             if not lab.is_file():
-                raise DataError(f"{lab}: missing {name!r} label file for image {img}")
+                raise DataError(f"{lab}: missing {name!r} label file for image {img}; every image of a "
+                                "dataset needs a label in each label set (restore it, or remove the image)")
             sample[name] = lab
         samples.append(sample)
     return samples

@@ -90,6 +90,28 @@ def collate_patches(items):
     return rows, valid, patches, [err for _, _, errs in items for err in errs]
 
 
+class WholeImages(torch.utils.data.Dataset):
+    """One item per image and store row (image folders): the whole image through `pil_steps`,
+    in the item format of `PatchImages`, so `collate_patches` and `steps.part_step` serve both."""
+
+    def __init__(self, paths: list[str], rows: np.ndarray, pil_steps, on_bad_image: str):
+        self.paths, self.rows = paths, np.asarray(rows, np.int64)
+        self.pil_steps, self.on_bad_image = pil_steps, on_bad_image
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        rows = self.rows[i:i + 1]
+        try:
+            image = load_rgb(self.paths[i])
+        except DataError as err:
+            if self.on_bad_image != "skip":
+                raise
+            return rows, [None], [str(err)]
+        return rows, [np.asarray(self.pil_steps(image))], []
+
+
 class SegImages(torch.utils.data.Dataset):
     """One item per image: the fixed view of the image and of each of its label maps."""
 

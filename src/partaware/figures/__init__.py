@@ -3,6 +3,7 @@
 - `retrieval_grid`: query patches and their nearest neighbours, one row per encoder/feature.
 - `feature_maps`: the first three principal components of a block's token map, as RGB.
 - `summary`: bar charts of the table, with the paper's values marked.
+- `contrast`: object- vs part-level mIoU per encoder and their rankings (the paper's Figure 6).
 
 Grids are composed with PIL so their pixel layout is exact (tests read the borders back);
 the summary uses matplotlib's Agg backend. Every PNG is written by one rename.

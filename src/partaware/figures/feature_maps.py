@@ -78,9 +78,10 @@ def maps_geometry(n_images: int, n_models: int, cell: int) -> dict:
 
 def feature_maps(root, split: str, label_dirs: Mapping[str, str], stores: Mapping[str, str | Path], out,
                  size: int, blocks: Sequence[int] | None = None, label_set: str | None = None,
-                 n_images: int = 4, seed: int = 0, cell: int = 128) -> dict:
+                 n_images: int = 4, seed: int = 0, cell: int = 128, samples: list[dict] | None = None) -> dict:
     """Draw image | part labels | PCA of each model's last block, for a few images of one split.
-    `stores` maps model names (column order) to their stores of `split`."""
+    `stores` maps model names (column order) to their stores of `split`; `samples` (the kind's
+    `samples(ds, split)`, in store row order) default to the mmseg layout's `list_samples`."""
     opened = {m: open_store(p) for m, p in stores.items()}
     try:
         first = next(iter(opened.values()))
@@ -101,7 +102,7 @@ def feature_maps(root, split: str, label_dirs: Mapping[str, str], stores: Mappin
         for store in opened.values():
             store.close()
 
-    samples = list_samples(root, split, dict(label_dirs))
+    samples = samples if samples is not None else list_samples(root, split, dict(label_dirs))
     geo = maps_geometry(len(positions), len(opened), cell)
     canvas = Image.new("RGB", (geo["width"], geo["height"]), T.WHITE)
     draw = ImageDraw.Draw(canvas)

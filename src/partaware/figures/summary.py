@@ -1,4 +1,4 @@
-"""The table as bar charts: retrieval AP, part accuracy and segmentation mIoU per encoder.
+"""The table as bar charts: retrieval AP, probe accuracy and segmentation mIoU per encoder.
 
 One panel per (dataset, metric family); inside it one group of bars per task and feature
 (retrieval: mean / cls / proj; accuracy: linear / attentive / logistic; mIoU: the label sets,
@@ -20,9 +20,9 @@ from ..paper import attach_paper
 # (task, metric) shown, their family (one panel per dataset and family) and the group label
 HEADLINE = {
     ("retrieval", "AP"): ("retrieval AP (%)", "{feature}"),
-    ("linear", "top1_best_epoch"): ("part accuracy (%)", "linear"),
-    ("attentive", "top1_best_epoch"): ("part accuracy (%)", "attentive"),
-    ("logistic", "top1"): ("part accuracy (%)", "logistic"),
+    ("linear", "top1_best_epoch"): ("top-1 accuracy (%)", "linear"),
+    ("attentive", "top1_best_epoch"): ("top-1 accuracy (%)", "attentive"),
+    ("logistic", "top1"): ("top-1 accuracy (%)", "logistic"),
     ("segmentation", "mIoU"): ("segmentation mIoU (%)", "{label_set} ({protocol})"),
 }
 PANEL_W, PANEL_H, DPI, MAX_COLS = 480, 360, 100, 3

@@ -1,16 +1,24 @@
-"""Segmentation folders in the authors' mmseg layout: `img/{train,val}/*.jpg` and one label
-folder per label set (`<dir>/{train,val}/*.png`; 0 = background, 255 = ignore). One store row per
-image: the raw token maps of the probe's blocks and every label set, at one fixed view.
+"""Segmentation folders as the authors ship them: a split's images and one label folder per
+label set (`<stem>.png`; 0 = background, 255 = ignore), in a named layout (`mmseg`: img/<split>,
+<dir>/<split>; `ade`: images/{training,validation}, annotations/{training,validation}) or
+explicit per-split folders. One store row per image: the raw token maps of the probe's blocks
+and every label set, at one fixed view. See `data.segfolder` for the folder rules.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.segfolder import LAYOUTS
 from . import register
-
-SCALE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
 from .base import ExtractionPlan, Kind
 from .part_patches import shard_range
+
+SCALE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
+LAYOUT = {"enum": list(LAYOUTS), "description": "mmseg: img/<split>, <dir>/<split> (ADE20K-Part, Pascal-Part, "
+          "LIP); ade: images/{training,validation}, annotations/{training,validation} (ADEChallengeData2016)"}
+FOLDERS = {"type": "object", "additionalProperties": {"type": "string", "minLength": 1},
+           "description": "one folder per split, e.g. {train: img/train, val: img/val}, relative to the root "
+                          "unless absolute; overrides the layout's folder of that split"}
 
 
 @register
@@ -20,10 +28,22 @@ class SegFolder(Kind):
     required = ("root", "label_sets")
     example = "label_sets: {part: {dir: ann, classes: 209}}"
     schema = {
-        "root": {"type": "string", "description": "the folder holding img/ and the label folders"},
+        "root": {"type": "string", "description": "the folder holding the images and the label folders"},
+        "layout": {**LAYOUT, "default": "mmseg"},
+        "images": {**FOLDERS, "description": "the image folder of each split; " + FOLDERS["description"]},
         "label_sets": {"type": "object", "minProperties": 1, "additionalProperties": {
-            "type": "object", "additionalProperties": False, "required": ["dir", "classes"],
-            "properties": {"dir": {"type": "string"}, "classes": {"type": "integer", "minimum": 1}}}},
+            "type": "object", "additionalProperties": False, "required": ["classes"],
+            "properties": {
+                "classes": {"type": "integer", "minimum": 1},
+                "dir": {"type": "string", "description": "its label folder under the root (default: the "
+                                                         "layout's, ann or annotations)"},
+                "root": {"type": "string", "description": "where it is shipped, if not under the dataset's "
+                                                          "root; its images must be the dataset's"},
+                "layout": {**LAYOUT, "description": "its release's layout (default: the dataset's)"},
+                "images": {**FOLDERS, "description": "its own copy of the images, checked against the "
+                                                     "dataset's; " + FOLDERS["description"]},
+                "labels": {**FOLDERS, "description": "its label folder of each split; " + FOLDERS["description"]},
+            }}},
         "splits": {"type": "array", "items": {"type": "string"}, "default": ["train", "val"],
                    "description": "the probe's train split, then the evaluated one"},
         "blocks": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1,
@@ -52,6 +72,18 @@ class SegFolder(Kind):
         if len(ds["splits"]) != 2:
             raise ConfigError(f"config key {where}.splits: give the training split, then the evaluated one, "
                               f"e.g. [train, val]; got {ds['splits']}")
+        folders = [(f"{where}.images", ds.get("images"))]
+        folders += [(f"{where}.label_sets.{name}.{key}", spec.get(key))
+                    for name, spec in ds["label_sets"].items() for key in ("images", "labels")]
+        for key, value in folders:
+            for split in set(value or {}) - set(ds["splits"]):
+                raise ConfigError(f"config key {key}.{split}: {split!r} is not one of this dataset's splits "
+                                  f"{ds['splits']}; name the folder of each split, e.g. "
+                                  f"{{{ds['splits'][0]}: img/{ds['splits'][0]}}}")
+
+    def paths(self, ds: dict) -> list[str]:
+        """The dataset's root and the root of each label set shipped elsewhere."""
+        return [ds["root"]] + [spec["root"] for spec in ds["label_sets"].values() if "root" in spec]
 
     def splits(self, ds: dict, cfg: dict) -> list[str]:
         """Stores only for the cached protocol: the paper protocol reads the images themselves."""
@@ -90,10 +122,11 @@ class SegFolder(Kind):
         generate_demo_seg(out, **ds["demo"])
 
     def samples(self, ds: dict, split: str) -> list[dict]:
-        """Every image of a split with its label files, numbered by `row`."""
+        """Every image of a split with its label files, numbered by `row` (folders: `data.segfolder`)."""
         from ..data import segfolder
 
-        samples = segfolder.list_samples(ds["root"], split, {k: v["dir"] for k, v in ds["label_sets"].items()})
+        samples = segfolder.list_samples(ds["root"], split, ds["label_sets"], layout=ds.get("layout", "mmseg"),
+                                         images=ds.get("images"))
         for i, s in enumerate(samples):
             s["row"] = i
         return samples

@@ -3,13 +3,15 @@
 `build_encoder(model_cfg, checkpoint)` is the only entry point the pipeline needs. Config keys:
 
 - `arch` (required): any timm model name, optionally with a pretrained tag (`name.tag`);
-  the model must be ViT-like (patch tokens and a CLS token).
+  the model must be ViT-like: patch tokens, and a CLS token or a pooling head (SigLIP).
 - `weights`: `random` (seeded timm init, key `seed`, default 0) | `timm` (timm's own pretrained
-  weights) | `checkpoint` (an official file, converted by `format`).
+  weights) | `checkpoint` (an official file, converted by `format`) | `file` (a local timm state
+  dict, `.safetensors` or `.pth`/`.pt`/`.bin`, for any timm arch; `local_file.py`).
 - `format`: converter for `weights: checkpoint`: timm, deit, mocov3, dino, ibot, beit, mae, cae.
-- `checkpoint`: path of the file (the `checkpoint` argument takes precedence);
+- `checkpoint` / `path`: path of the file (the `checkpoint` argument takes precedence);
   `sha256`: expected hash, verified before loading; `checkpoint_key`: which entry of the file
-  holds the weights (e.g. `student` for DINO/iBOT instead of the default `teacher`).
+  holds the weights (e.g. `student` for DINO/iBOT instead of the default `teacher`; for
+  `weights: file` also a dotted path ending in a key prefix, e.g. `teacher.backbone`).
 - `img_size` (int): input size passed to timm; absolute / relative position tables of the
   checkpoint are resampled to it when it differs from the checkpoint's.
 - `timm_kwargs` (dict): extra arguments for `timm.create_model` (e.g. `depth` in tests).
@@ -33,6 +35,7 @@ from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoints import CheckpointError, load_checkpoint_file, verify_checkpoint
 from .converters import CONVERTERS, State
 from .heads import build_head
+from .local_file import drop_classifier, read_file, select_state, timm_filter
 from .positions import dino_resample_pos_embed, fit_position_tables, token_grid
 
 __all__ = ["WEIGHTS", "BEIT_FORMATS", "Encoder", "dino_resample_pos_embed", "check_arch", "load_strict",
@@ -40,19 +43,26 @@ __all__ = ["WEIGHTS", "BEIT_FORMATS", "Encoder", "dino_resample_pos_embed", "che
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = ("random", "timm", "checkpoint")
+WEIGHTS = ("random", "timm", "checkpoint", "file")
 BEIT_FORMATS = ("beit", "cae")
 
 
 class Encoder(nn.Module):
     """A frozen backbone (+ optional projection head) giving the features the pipeline stores.
 
-    Inputs are already normalised images (B, 3, H, W). At the built `img_size` the backbone runs
-    as timm builds it. At another size (a slide-inference window smaller than the crop) it runs
-    as the authors' DINO segmentation backbone does: pixels past the last whole patch are
-    dropped (a stride-p conv floors), and the absolute position table is resampled bicubically
-    to the new token grid (`dino_resample_pos_embed`); relative position tables (BEiT, CAE) are
-    indexed for the smaller grid (`positions.token_grid`).
+    Inputs are already normalised images (B, 3, H, W). Pixels past the last whole patch are
+    dropped, as a stride-p conv floors (a 512 crop gives a 36 x 36 grid at patch 14, 32 x 32 at
+    patch 16). At the built `img_size` the backbone runs as timm builds it. At another grid (a
+    slide-inference window smaller than the crop) it runs as the authors' DINO segmentation
+    backbone does: the absolute position table is resampled bicubically to the new token grid
+    (`dino_resample_pos_embed`); relative position tables (BEiT, CAE) are indexed for the smaller
+    grid (`positions.token_grid`); models built with `dynamic_img_size` (EVA-02's rotary
+    embeddings) adapt themselves.
+
+    Prefix tokens (CLS, registers, distillation token: timm's `num_prefix_tokens`) never enter
+    `mean` or the dense maps. `cls` is the class token where the model has one, else the model's
+    pooled output (`forward_head(pre_logits=True)`: SigLIP's attention pooling); `cls_source`
+    says which.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | None = None, *,
@@ -72,6 +82,7 @@ class Encoder(nn.Module):
         self.mean_std = (tuple(mean_std[0]), tuple(mean_std[1]))
         self.info = dict(info or {})
         self.checkpoint_sha256 = self.info.get("checkpoint_sha256")
+        self.cls_source = "token" if getattr(backbone, "cls_token", None) is not None else "pooled"
         self._token_norm = _per_token_norm(backbone)
         self.requires_grad_(False)
         self.eval()
@@ -87,25 +98,24 @@ class Encoder(nn.Module):
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         if min(grid) < 1:
             raise ValueError(f"input of size {tuple(x.shape[-2:])} is smaller than one {p} x {p} patch")
-        built = getattr(self.backbone.patch_embed, "img_size", None)
-        if built is None or tuple(x.shape[-2:]) != tuple(built):
-            x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
+        x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
         with token_grid(self.backbone, tuple(x.shape[-2:])):
             if wanted:
-                final, maps = self.backbone.forward_intermediates(
+                raw, maps = self.backbone.forward_intermediates(
                     x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
             else:
-                final, maps = self.backbone.forward_features(x), []
-        if self._token_norm is not None:
-            final = self._token_norm(final)
-        feats = {"cls": final[:, 0], "mean": final[:, self.num_prefix_tokens:].mean(dim=1),
-                 "tokens": final}
+                raw, maps = self.backbone.forward_features(x), []
+        final = self._token_norm(raw) if self._token_norm is not None else raw
+        cls = final[:, 0] if self.cls_source == "token" else self.backbone.forward_head(raw, pre_logits=True)
+        feats = {"cls": cls, "mean": final[:, self.num_prefix_tokens:].mean(dim=1), "tokens": final}
         if self.head is not None:
             feats["proj"] = self.head(final[:, 0])
         return feats, dict(zip(wanted, maps))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """`cls` (B, D), `mean` (B, D) of patch tokens, `tokens` (B, T, D), `proj` (B, P) if any."""
+        """`cls` (B, D), `mean` (B, D) of patch tokens, `tokens` (B, T, D), `proj` (B, P) if any.
+
+        `tokens` are all final tokens, prefix tokens first (none for SigLIP)."""
         return self.forward_all(x)[0]
 
     def dense(self, x: Tensor, blocks) -> dict[int, Tensor]:
@@ -148,13 +158,16 @@ def check_arch(name: str) -> str:
 
 
 def _check_vit_like(model: nn.Module, arch: str) -> None:
+    """Patch tokens after `num_prefix_tokens` prefix tokens, and a CLS token or a pooling head."""
+    pooled = getattr(model, "global_pool", "") not in ("", "token", None) and hasattr(model, "forward_head")
     ok = (hasattr(model, "patch_embed") and hasattr(model, "blocks")
           and hasattr(model, "forward_intermediates")
-          and getattr(model, "num_prefix_tokens", 0) >= 1
-          and getattr(model, "cls_token", None) is not None)
+          and isinstance(getattr(model, "num_prefix_tokens", None), int)
+          and (getattr(model, "cls_token", None) is not None or pooled))
     if not ok:
-        raise ValueError(f"{arch!r} is not a ViT-style model with a CLS token and patch tokens, "
-                         f"which every partaware feature needs (cls, mean of patches, dense maps)")
+        raise ValueError(f"{arch!r} is not a ViT-style model with patch tokens and a CLS token (or a "
+                         f"pooling head, as SigLIP's), which every partaware feature needs (cls, mean "
+                         f"of patches, dense maps)")
 
 
 def _create(arch: str, kwargs: dict, pretrained: bool = False, seed: int = 0) -> nn.Module:
@@ -217,6 +230,19 @@ def _load_official(arch: str, kwargs: dict, cfg: dict,
     return backbone, head, digest
 
 
+def _load_file(arch: str, kwargs: dict, cfg: dict, path: Path) -> tuple[nn.Module, str]:
+    """`weights: file`: a local timm state dict loaded strictly into `arch`; (backbone, sha256)."""
+    digest = verify_checkpoint(path, cfg.get("sha256"))
+    source = str(path)
+    backbone = _create(arch, kwargs, seed=int(cfg.get("seed", 0)))
+    sd = select_state(read_file(path), cfg.get("checkpoint_key"), source)
+    sd, dropped = drop_classifier(timm_filter(sd, backbone, source), backbone)
+    if dropped:
+        log.info("%s: dropped %d classifier keys (%s)", path, len(dropped), _listing(dropped, 8))
+    load_strict(backbone, fit_position_tables(sd, backbone), source)
+    return backbone, digest
+
+
 def build_encoder(model_cfg: dict, checkpoint: Path | None = None) -> Encoder:
     """Build the frozen encoder described by `model_cfg` (keys in the module docstring)."""
     cfg = dict(model_cfg)
@@ -237,6 +263,11 @@ def build_encoder(model_cfg: dict, checkpoint: Path | None = None) -> Encoder:
         if not path:
             raise ValueError(f"{arch}: weights: checkpoint needs a checkpoint path")
         backbone, head, digest = _load_official(arch, kwargs, cfg, Path(path))
+    elif weights == "file":
+        path = checkpoint or cfg.get("path")
+        if not path:
+            raise ValueError(f"{arch}: weights: file needs `path` (a local .safetensors or .pth file)")
+        backbone, digest = _load_file(arch, kwargs, cfg, Path(path))
     elif weights == "timm":
         backbone = _create(arch, kwargs, pretrained=True)
     else:

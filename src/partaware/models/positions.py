@@ -67,6 +67,10 @@ def token_grid(backbone: nn.Module, size: tuple[int, int]):
     rel = [m for m in backbone.modules()
            if isinstance(getattr(m, "relative_position_index", None), Tensor)
            and getattr(m, "window_size", None) is not None]
+    if grid != built and getattr(backbone, "rope", None) is not None:
+        raise ValueError(f"{type(backbone).__name__} uses rotary position embeddings made for its "
+                         f"{built[0]} x {built[1]} token grid, not {grid[0]} x {grid[1]}; build it with "
+                         f"timm_kwargs: {{dynamic_img_size: true}} to run it at other input sizes")
     if rel and (grid[0] > built[0] or grid[1] > built[1]):
         raise ValueError(f"a {grid[0]} x {grid[1]} token grid is larger than the {built[0]} x {built[1]} "
                          f"grid this encoder's relative position tables cover; build it with a larger "
@@ -106,12 +110,13 @@ def fit_position_tables(sd: State, model: nn.Module) -> State:
     want = target.get("pos_embed")
     if pos is not None and want is not None and pos.shape != want.shape and pos.dim() == 3 \
             and pos.shape[-1] == want.shape[-1]:
-        n = pos.shape[1] - model.num_prefix_tokens
+        # registers / DeiT III / SigLIP: no position rows for (some) prefix tokens
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        n = pos.shape[1] - prefix
         if math.isqrt(n) ** 2 == n:
             log.warning("resampling pos_embed %s -> %s", tuple(pos.shape), tuple(want.shape))
             out["pos_embed"] = resample_abs_pos_embed(
-                pos, new_size=list(model.patch_embed.grid_size),
-                num_prefix_tokens=model.num_prefix_tokens, verbose=False)
+                pos, new_size=list(model.patch_embed.grid_size), num_prefix_tokens=prefix, verbose=False)
     for key, table in sd.items():
         if key.endswith("relative_position_bias_table") and key in target \
                 and table.shape != target[key].shape and table.dim() == 2:
