@@ -26,6 +26,7 @@ localrules:
     table,
     summary_plot,
     contrast_plot,
+    depth_plot,
 
 
 rule all:

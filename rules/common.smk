@@ -6,6 +6,7 @@ import sys
 from partaware import config as C
 from partaware import kinds
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
+from partaware.figures.patch_retrieval import patch_settings, projected_model
 
 # No `configfile:` directive: with --configfile only that file counts (a directive would merge
 # the demo datasets into every other config).
@@ -38,6 +39,8 @@ def spec(*, dataset=None, model=None, sections=()):
     knobs are left out; the job fills them from the schema's defaults or $PARTAWARE_RUNTIME."""
     out = {k: CFG[k] for k in ("seed", "cache", "data", *sections)}
     out["extract"] = {k: CFG["extract"][k] for k in ("shards", "precision")}
+    if dataset and block_summaries(dataset):  # only its jobs rerun when the setting changes
+        out["extract"]["blocks_summary"] = CFG["extract"]["blocks_summary"]
     for section in sections:
         out[section] = {k: v for k, v in CFG[section].items() if k not in C.RUNTIME_KEYS.get(section, ())}
     out["datasets"] = {dataset: CFG["datasets"][dataset]} if dataset else {}
@@ -172,16 +175,51 @@ def contrast_datasets():
             if "segmentation" in ds["tasks"] and {"part", "object"} <= set(ds.get("label_sets") or {})]
 
 
+def block_summaries(dataset):
+    """Whether any store of the dataset holds per-block summaries (`extract.blocks_summary`)."""
+    from partaware.blocks import carried
+
+    return any(carried(CFG, CFG["datasets"][dataset], s) for s in C.splits_of(CFG, dataset))
+
+
+def patch_figure_spec(dataset):
+    """The dataset's job spec plus the patch figures' settings (its own `patch_queries` only)."""
+    out = json.loads(spec(dataset=dataset))
+    out["figures"] = patch_settings(CFG, dataset)
+    return json.dumps(out, sort_keys=True)
+
+
+def patch_store(dataset, model):
+    """The `patches` store of a patchgrid dataset (or its shard manifest)."""
+    return store_path(dataset, model, C.task_splits(CFG["datasets"][dataset], "patch_retrieval")[0])
+
+
+PROJECTED = projected_model(CFG)  # the encoder of the encoded-vs-projected patch figure, or None
+
+
+def projected_store(wildcards):
+    if PROJECTED is None:
+        raise ValueError("patch_retrieval_projected: no model can have a projection head (weights: checkpoint, "
+                         "format mocov3, dino or ibot); set figures.projected_model")
+    return [patch_store(wildcards.dataset, PROJECTED)]
+
+
 def figure_targets():
-    """Every figure of the configured datasets, the summary of the table, and the part-vs-object
-    contrast where a dataset has both levels."""
+    """Every figure of the configured datasets, the summary of the table, the part-vs-object
+    contrast where a dataset has both levels, and the depth curves where stores hold per-block
+    summaries."""
     out = []
     for dataset, ds in CFG["datasets"].items():
         if "segmentation" in ds["tasks"] and C.splits_of(CFG, dataset):  # the cached maps are drawn
             out.append(f"results/figures/{dataset}/feature_maps.png")
         if "retrieval" in ds["tasks"]:
             out.append(f"results/figures/{dataset}/retrieval_grid.png")
+        if "patch_retrieval" in ds["tasks"]:
+            out.append(f"results/figures/{dataset}/patch_retrieval.png")
+            if PROJECTED and ds["proj_max_dim"]:  # encoded vs projected (the paper's Figure 4)
+                out.append(f"results/figures/{dataset}/patch_retrieval_projected.png")
     out.append("results/figures/summary.png")
+    out += ["results/figures/depth.png"] if any(block_summaries(d) for d in CFG["datasets"]) else []
     return out + (["results/figures/contrast.png"] if contrast_datasets() else [])
 
 

@@ -1,7 +1,8 @@
 # Evaluations from the cache: retrieval, probes, segmentation. They never run an encoder.
 
-TASK_SECTIONS = {"retrieval": ("retrieval",), "linear": ("linear",), "attentive": ("attentive",),
-                 "logistic": ("logistic",), "segmentation": ("segmentation",)}
+# `stats`: the bootstrap's settings (its intervals and per-image sidecar `<task>_stats.npz`)
+TASK_SECTIONS = {"retrieval": ("retrieval", "stats"), "linear": ("linear", "stats"), "attentive": ("attentive", "stats"),
+                 "logistic": ("logistic", "stats"), "segmentation": ("segmentation", "stats")}
 
 
 rule evaluate:
@@ -38,7 +39,7 @@ rule segment:
         csv="results/evals/{dataset}/{model}/segmentation_paper.csv",
         per_class="results/evals/{dataset}/{model}/segmentation_paper_per_class.csv",
     params:
-        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model, sections=("segmentation",)),
+        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model, sections=("segmentation", "stats")),
         checkpoint=checkpoint_arg,
         state="results/state/segment/{dataset}/{model}.pt",
     log:

@@ -25,6 +25,52 @@ rule retrieval_grid:
         "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
 
 
+rule patch_retrieval:
+    """The paper's Figure 2: query patches of a patchgrid set and their nearest patches, one row per encoder."""
+    input:
+        images=demo_root,
+        stores=lambda wc: [patch_store(wc.dataset, m) for m in CFG["models"]],
+    output:
+        report("results/figures/{dataset}/patch_retrieval.png", caption="../workflow/report/patch_retrieval.rst",
+               category="Figures", subcategory="{dataset}",
+               labels={"dataset": "{dataset}", "figure": "patch retrieval"}),
+    params:
+        spec=lambda wc: patch_figure_spec(wc.dataset),
+        models=" ".join(CFG["models"]),
+    log:
+        "results/logs/figures/{dataset}/patch_retrieval.log",
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "partaware figure-patches --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} "
+        "--models {params.models} -- {input.stores:q} > {log:q} 2>&1"
+
+
+rule patch_retrieval_projected:
+    """The paper's Figure 4: one encoder's encoded (mean) vs projected (proj) patch neighbours."""
+    input:
+        images=demo_root,
+        stores=projected_store,
+    output:
+        report("results/figures/{dataset}/patch_retrieval_projected.png",
+               caption="../workflow/report/patch_retrieval_projected.rst", category="Figures",
+               subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "patch retrieval, projected"}),
+    params:
+        spec=lambda wc: patch_figure_spec(wc.dataset),
+        model=lambda wc: PROJECTED,
+    log:
+        "results/logs/figures/{dataset}/patch_retrieval_projected.log",
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "partaware figure-patches --projected --spec {params.spec:q} --dataset {wildcards.dataset} "
+        "--out {output:q} --models {params.model} -- {input.stores:q} > {log:q} 2>&1"
+
+
 rule feature_maps:
     input:
         images=demo_root,
@@ -73,3 +119,18 @@ rule contrast_plot:
         "../envs/report.yaml"
     shell:
         "partaware figure-contrast --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule depth_plot:
+    """Retrieval AP and logistic accuracy against block depth (`extract.blocks_summary`)."""
+    input:
+        "results/table.csv",
+    output:
+        report("results/figures/depth.png", caption="../workflow/report/depth.rst",
+               category="Results", labels={"figure": "depth"}),
+    log:
+        "results/logs/figures/depth.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "partaware figure-depth --table {input:q} --out {output:q} > {log:q} 2>&1"

@@ -139,8 +139,20 @@ def test_attentive_chance_on_shuffled_labels():
     assert out["last_acc"] < 0.45
 
 
+def same(a: dict, b: dict) -> bool:
+    """Equal result dicts, arrays (per-sample correctness) compared element by element."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k]
+                                        for k in a)
+
+
 def test_attentive_is_deterministic():
-    assert run(seed=4, epochs=2) == run(seed=4, epochs=2)
+    assert same(run(seed=4, epochs=2), run(seed=4, epochs=2))
+
+
+def test_attentive_keeps_the_test_correctness_of_its_best_and_last_epochs():
+    out = run(signal=False, epochs=3)
+    assert out["best_correct"].shape == out["last_correct"].shape == (256,)
+    assert out["best_correct"].mean() == out["best_acc"] and out["last_correct"].mean() == out["last_acc"]
 
 
 def test_bn_group_changes_training_only_when_smaller_than_the_batch():
@@ -152,7 +164,7 @@ def test_bn_group_changes_training_only_when_smaller_than_the_batch():
                                3, 24, epochs=2, lr=0.05, num_heads=4, device="cpu", bn_group=bn_group)
 
     whole = fit(None)
-    assert fit(64) == whole
+    assert same(fit(64), whole)
     assert fit(16)["history"] != whole["history"]
 
 

@@ -27,6 +27,7 @@ def _stand_ins(root: Path) -> None:
         for folder in [ds["root"], *(s["root"] for s in ds["label_sets"].values() if "root" in s)]:
             (root / folder).mkdir(parents=True, exist_ok=True)
     (root / PAPER["datasets"]["imagenet"]["root"]).mkdir(parents=True, exist_ok=True)
+    (root / PAPER["datasets"]["imagenet_patches"]["root"]).mkdir(parents=True, exist_ok=True)
     for model in PAPER["models"].values():
         if "path" in model:
             (root / model["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -49,11 +50,13 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     models = 7
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco
-    # part sets: all/train/test (no seg cache); imagenet: train/val and their attentive subsets
-    assert jobs["extract"] == models * (2 * 3 + 4)
+    # part sets: all/train/test (no seg cache); imagenet: train/val and their attentive subsets;
+    # imagenet_patches: its patch grid
+    assert jobs["extract"] == models * (2 * 3 + 4 + 1)
     assert jobs["evaluate"] == models * (2 * 4 + 2)             # 4 part tasks x 2; imagenet's 2 probes
     assert jobs["segment"] == models * 4                        # the paper protocol: ade20k, ade20k150, pascal, lip
     assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
+    assert jobs["patch_retrieval"] == jobs["patch_retrieval_projected"] == 1  # Figures 2 and 4
     assert jobs["contrast_plot"] == 1                           # ade20k and pascal_part: part and object
     assert jobs["table"] == 1
     for model in PAPER["models"]:
@@ -65,6 +68,8 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
             assert f"results/features/imagenet/{model}/{store}.zarr" in out.stdout
         for task in ("linear", "attentive"):
             assert f"results/evals/imagenet/{model}/{task}.csv" in out.stdout
+        assert f"results/features/imagenet_patches/{model}/patches.zarr" in out.stdout
+        assert f"results/evals/imagenet_patches/{model}" not in out.stdout  # figures only
 
 
 def test_paper_config_reads_the_segmentation_folders_as_the_authors_ship_them():

@@ -20,6 +20,7 @@ import pandas as pd
 from . import config as C
 from . import kinds
 from .atomic import write_csv, write_text
+from .intervals import settings as stats_settings, write_results
 
 
 def _spec(args) -> dict:
@@ -121,7 +122,7 @@ def cmd_evaluate(args):
     else:
         rows, per_class = E.segmentation_rows(cfg, ctx, *stores)
         write_csv(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
-    write_csv(pd.DataFrame(rows), Path(args.out))
+    write_results(rows, Path(args.out), stats_settings(cfg))  # the CSV and its <task>_stats.npz
 
 
 def cmd_segment(args):
@@ -132,7 +133,7 @@ def cmd_segment(args):
                                   Path(args.checkpoint) if args.checkpoint else None)
     out = Path(args.out)
     write_csv(pd.DataFrame(per_class), out.with_name(out.stem + "_per_class.csv"))
-    write_csv(pd.DataFrame(rows), out)
+    write_results(rows, out, stats_settings(cfg))  # the CSV and its segmentation_paper_stats.npz
 
 
 def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:

@@ -1,5 +1,5 @@
-"""`partaware figure-grid | figure-maps | figure-summary | figure-contrast`: the figure jobs of
-rules/figures.smk.
+"""`partaware figure-grid | figure-patches | figure-maps | figure-summary | figure-contrast |
+figure-depth`: the figure jobs of rules/figures.smk.
 
 Kept apart from cli.py so the figure commands can change without touching the core CLI;
 `cli.build_parser` calls `add_figure_commands(sub)`. Like the other jobs, rules pass the config
@@ -54,6 +54,28 @@ def cmd_figure_maps(args):
     print(f"{args.out}: images {res['rows']} of {split}, arrays {res['arrays']}")
 
 
+def cmd_figure_patches(args):
+    from . import kinds
+    from .data.patchgrid import Grid
+    from .figures.patch_retrieval import patch_retrieval, patch_retrieval_projected
+
+    spec, fs = _settings(args)
+    ds = spec["datasets"][args.dataset]
+    images, grid, models = kinds.of(ds).images(ds), Grid.of(ds), _models(args)
+    common = dict(k=fs["patch_k"], n_queries=fs["n_queries"], queries=fs["patch_queries"], seed=fs["seed"],
+                  tile=fs["patch_tile"])
+    if args.projected:
+        if len(models) != 1:
+            raise ValueError(f"--projected draws one encoder; got {len(models)} stores")
+        res = patch_retrieval_projected(images, grid, models[0], args.stores[0], args.out,
+                                        title=f"{args.dataset}: encoded vs projected", **common)
+    else:
+        res = patch_retrieval(images, grid, dict(zip(models, args.stores)), args.out, features=fs["patch_features"],
+                              title=f"{args.dataset}: patch retrieval", **common)
+    drawn = [f"{r.model} {r.feature}" + ("" if r.rows is not None else " (absent)") for r in res["rows"]]
+    print(f"{args.out}: queries (rows) {res['queries']}; rows: {', '.join(drawn)}")
+
+
 def cmd_figure_summary(args):
     from .figures.summary import summary_plot
 
@@ -67,6 +89,14 @@ def cmd_figure_contrast(args):
     data = contrast_plot(args.table, args.out)
     print(f"{args.out}: {data['dataset'].nunique()} datasets with object and part labels, "
           f"{contrast_rows(data)} encoders with both, protocols {sorted(set(data['protocol']))}")
+
+
+def cmd_figure_depth(args):
+    from .figures.depth import depth_plot
+
+    data = depth_plot(args.table, args.out)
+    print(f"{args.out}: {data['dataset'].nunique()} datasets, {data['model'].nunique()} encoders, "
+          f"blocks {sorted(set(data['block']))}")
 
 
 def add_figure_commands(sub) -> None:
@@ -84,6 +114,10 @@ def add_figure_commands(sub) -> None:
 
     s = figure("figure-grid", cmd_figure_grid, "retrieval grid: query patches and their nearest neighbours")
     s.add_argument("--index", required=True, help="the part index of the stores (results/index/D/all.parquet)")
+    s = figure("figure-patches", cmd_figure_patches,
+               "patch retrieval over a patchgrid set: one row per encoder, or --projected: mean vs proj")
+    s.add_argument("--projected", action="store_true",
+                   help="one store: its encoded (mean) vs projected (proj) neighbours (the paper's Figure 4)")
     s = figure("figure-maps", cmd_figure_maps, "PCA of a block's token maps beside image and part labels")
     s.add_argument("--split", default=None, help="default: the dataset's last split (val)")
     s = sub.add_parser("figure-summary", help="bar charts of results/table.csv with the paper's values")
@@ -94,3 +128,7 @@ def add_figure_commands(sub) -> None:
     s.add_argument("--table", required=True, help="results/table.csv")
     s.add_argument("--out", required=True, help="the PNG to write")
     s.set_defaults(fn=cmd_figure_contrast)
+    s = sub.add_parser("figure-depth", help="retrieval AP and logistic accuracy against block depth per encoder")
+    s.add_argument("--table", required=True, help="results/table.csv")
+    s.add_argument("--out", required=True, help="the PNG to write")
+    s.set_defaults(fn=cmd_figure_depth)

@@ -256,17 +256,20 @@ def normalisation(model: dict) -> tuple[tuple, tuple]:
 def extract_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
     """Everything a feature store depends on; its hash names the cache version."""
     from . import kinds
+    from .blocks import carried
     from .kinds.part_patches import view_of
 
     full = cfg["datasets"][dataset]
     ds = {k: v for k, v in full.items() if k != "tasks"}
     mean, std = normalisation(cfg["models"][model])
-    return {
+    out = {
         "dataset": dataset, "dataset_cfg": ds, "model": model, "model_cfg": cfg["models"][model],
         "split": split, "view": view_of(split), "arrays": kinds.of(full).store_arrays(full, split),
         "mean": list(mean), "std": list(std), "dtype": cfg["cache"]["dtype"],
         "on_bad_image": cfg["data"]["on_bad_image"],
     }
+    blocks = carried(cfg, full, split)  # per-block summaries: only the stores that hold them, only when on
+    return {**out, "blocks_summary": blocks} if blocks else out
 
 
 def digest(obj) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .devices import resolve_device
+from .intervals import attach, settings as stats_settings
 from .results import context, result_row, segmentation_protocol
 from .results import segmentation_rows as seg_result_rows
 from .store import FeatureStore
@@ -21,29 +22,62 @@ def _valid(store: FeatureStore) -> np.ndarray:
     return store.read("valid").astype(bool)
 
 
+def _image_ids(cfg: dict, ctx: dict, store: FeatureStore, valid: np.ndarray) -> np.ndarray | None:
+    """The image id of each valid row, which the bootstrap resamples: the `image` array of a part
+    kind's store (its rows are patches); kinds without a part index store one row per image, so
+    there `row` is the image. None (no interval, said once) for a part store extracted before
+    stores held `image`."""
+    from . import kinds
+
+    names = store.array_names()
+    if "image" in names:
+        return store.read("image")[valid]
+    ds = cfg["datasets"].get(ctx["dataset"], {})
+    if "row" in names and "kind" in ds and not kinds.of(ds).has_index:
+        return store.read("row")[valid]
+    log.info("%s holds no image ids (extracted before stores kept them): no confidence intervals from it; "
+             "delete the store and rerun the workflow to get them", store.paths[0])
+    return None
+
+
 def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
+    from .blocks import array_of, features as block_features
     from .evals.retrieval import average_precision_per_query, summarise
 
     rc = cfg["retrieval"]
     valid = _valid(store)
     labels = store.read("label")[valid]
     protocol = "query excluded" if rc["exclude_self"] else "paper (query included)"
+    images, stats = _image_ids(cfg, ctx, store, valid), stats_settings(cfg)
     rows = []
-    for feature in rc["features"]:
-        if feature not in store.array_names():  # e.g. `proj` of a model without a projection head
+    for feature in rc["features"] + block_features(store.array_names()):  # then `block k mean`, ...
+        if array_of(feature) not in store.array_names():  # e.g. `proj` of a model without a projection head
             log.warning("%s has no %r array (the model does not give that feature): its rows say n/a",
                         store.paths[0], feature)
             rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol,
                                 skipped=int((~valid).sum())) for metric in ("AP", "mAP")]
             continue
-        feats = store.read_checked(feature, valid=valid)[valid].astype(np.float32)
+        feats = store.read_checked(array_of(feature), valid=valid)[valid].astype(np.float32)
         ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],
                                          memory_mb=rc["memory_mb"], device=resolve_device(cfg["device"]))
         summary = summarise(ap, labels)
-        for metric in ("AP", "mAP"):
-            rows.append(result_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
-                             protocol=protocol, skipped=int((~valid).sum())))
+        rows += attach([result_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
+                                   protocol=protocol, skipped=int((~valid).sum())) for metric in ("AP", "mAP")],
+                       _sums("retrieval", images, ap, labels), stats)
     return rows
+
+
+def _sums(kind: str, images, *values):
+    """Per-image sums for the bootstrap (`evals.bootstrap`), None without image ids."""
+    from .evals import bootstrap as BS
+
+    if images is None:
+        return None
+    if kind == "retrieval":
+        return BS.retrieval_sums(values[0], images, values[1])
+    if kind == "accuracy":
+        return BS.accuracy_sums(values[0], images)
+    return BS.segmentation_sums(**values[0], image_ids=images)
 
 
 def _split_xy(store: FeatureStore, feature: str):
@@ -78,20 +112,26 @@ def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -
     xtr, ytr, sk1 = _split_xy(train, "cls")
     xte, yte, sk2 = _split_xy(test, "cls")
     classes = _num_classes(cfg, ctx["dataset"], (train, test), ytr, yte)
+    images = _image_ids(cfg, ctx, test, _valid(test))
     rows = []
     for seed in pc["seeds"]:
         res = train_linear(xtr, ytr, xte, yte, classes, epochs=pc["epochs"], batch_size=pc["batch_size"],
                            lr=pc["lr"], momentum=pc["momentum"], weight_decay=pc["weight_decay"],
                            seed=seed, device=resolve_device(cfg["device"]))
-        rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed, sk1 + sk2)
+        rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed, sk1 + sk2, images, stats_settings(cfg))
     return _as_stored(rows, train)
 
 
-def _probe_rows(ctx, task, feature, res, n, seed, skipped) -> list[dict]:
-    return [result_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
-                 protocol="paper (best test epoch)"),
-            result_row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
-                 protocol="last epoch")]
+def _probe_rows(ctx, task, feature, res, n, seed, skipped, images=None, stats=None) -> list[dict]:
+    """Best- and last-epoch rows, each with the interval of its own test correctness."""
+    best = result_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
+                      protocol="paper (best test epoch)")
+    last = result_row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
+                      protocol="last epoch")
+    if stats is None:
+        return [best, last]
+    return (attach([best], _sums("accuracy", images, res["best_correct"]), stats)
+            + attach([last], _sums("accuracy", images, res["last_correct"]), stats))
 
 
 def _token_batches(store: FeatureStore, batch_size: int, memory_mb: float, device: torch.device):
@@ -117,26 +157,35 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
     test_batches = _token_batches(test, 256, memory_mb - train_batches.in_memory * train_batches.nbytes / 2**20,
                                   device)
     bn = "BN over the whole batch" if bn_group is None else f"BN over groups of {bn_group}"
+    images = _image_ids(cfg, ctx, test, _valid(test))  # the test batches serve the valid rows in stored order
     rows = []
     for seed in pc["seeds"]:
         res = train_attentive(train_batches.epochs(seed), test_batches.epochs(None), classes, dim,
                               epochs=pc["epochs"], lr=pc["lr"], batch_size=pc["batch_size"],
                               momentum=pc["momentum"], weight_decay=pc["weight_decay"], seed=seed,
                               device=device, bn_group=bn_group)
-        rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, skipped)
+        rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, skipped, images,
+                            stats_settings(cfg))
     return _as_stored([{**row, "protocol": f"{row['protocol']}; {bn}"} for row in rows], train)
 
 
 def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
+    from .blocks import array_of, features as block_features
     from .evals.probes import train_logistic
 
     lc = cfg["logistic"]
-    xtr, ytr, sk1 = _split_xy(train, "cls")
-    xte, yte, sk2 = _split_xy(test, "cls")
-    res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
-    return _as_stored([result_row(ctx, "logistic", "cls", "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
-                                  skipped=sk1 + sk2,
-                                  protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")], train)
+    images = _image_ids(cfg, ctx, test, _valid(test))
+    rows = []
+    # the final `cls` (the paper's), then each block summary both stores hold (`block k mean`, `block k cls`)
+    for feature in ["cls"] + [f for f in block_features(train.array_names()) if array_of(f) in test.array_names()]:
+        xtr, ytr, sk1 = _split_xy(train, array_of(feature))
+        xte, yte, sk2 = _split_xy(test, array_of(feature))
+        res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
+        rows += attach([result_row(ctx, "logistic", feature, "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
+                                   skipped=sk1 + sk2,
+                                   protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")],
+                       _sums("accuracy", images, res["correct"]), stats_settings(cfg))
+    return _as_stored(rows, train)
 
 
 def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_size: int,
@@ -192,6 +241,8 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
     device = resolve_device(cfg["device"])
     protocol = segmentation_protocol(sc, "cached")
     n, skipped = int(_valid(val).sum()), int((~_valid(train)).sum() + (~_valid(val)).sum())
+    # one row per image; the test batches serve the valid rows in stored order
+    images = val.read("row")[_valid(val)] if "row" in val.array_names() else np.flatnonzero(_valid(val))
     rows, per_class = [], []
     for label_set, spec in ds["label_sets"].items():
         torch.manual_seed(cfg["seed"])
@@ -204,6 +255,6 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
                                      num_classes=spec["classes"], reduce_zero_label=True, device=device)
         r, pc = seg_result_rows(ctx, label_set, metrics, blocks=ds["blocks"], n=n, protocol=protocol,
                                 seed=cfg["seed"], skipped=skipped)
-        rows += r
+        rows += attach(r, _sums("segmentation", images, metrics["per_image"]), stats_settings(cfg))
         per_class += pc
     return rows, per_class

@@ -6,26 +6,35 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import write_text
+from .blocks import is_block_feature
 from .paper import attach_paper
+from .results import COLUMNS
 
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
 
 
 def gather(inputs: list[Path]) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in inputs if Path(p).stat().st_size > 0]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     sort = [c for c in ["dataset", "task", "label_set", "model", "feature", "metric", "seed"] if c in table]
     table = table.sort_values(sort, kind="stable").reset_index(drop=True)
     if "seed" in table:  # an integer, or empty where a task has none (not 0.0)
         table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+    for c in ("ci_low", "ci_high"):  # the bootstrap interval; NaN in CSVs written without one
+        table[c] = pd.to_numeric(table[c], errors="coerce") if c in table else float("nan")
     table["paper"] = attach_paper(table)  # the reported value, empty in the CSV where none
     return table
 
 
-def _cell(mean: float, std: float, count: int, paper: float) -> str:
+def _cell(mean: float, std: float, count: int, paper: float, low: float = float("nan"),
+          high: float = float("nan")) -> str:
+    """`50.3 [49.8, 50.9]`: one value and its bootstrap interval; several seeds: mean ± std over
+    them, without an interval (each seed's is in table.csv)."""
     if pd.isna(mean):
         return "n/a"
     text = f"{mean:.1f}" if count < 2 else f"{mean:.1f} ± {std:.1f}"
+    if count < 2 and pd.notna(low) and pd.notna(high):
+        text += f" [{low:.1f}, {high:.1f}]"
     if pd.notna(paper):
         text += f" (paper {paper:.1f}, {mean - paper:+.1f})"
     return text
@@ -35,9 +44,12 @@ def pivot(table: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement, one column per model; several seeds show as mean ± std."""
     if "paper" not in table:
         table = table.assign(paper=attach_paper(table))
+    table = table.assign(**{c: table[c] if c in table else float("nan") for c in ("ci_low", "ci_high")})
     grouped = table.groupby(KEYS + ["model"], dropna=False, sort=False)
-    cell = grouped["value"].agg(["mean", "std", "count"]).join(grouped["paper"].first()).reset_index()
-    cell["text"] = [_cell(*v) for v in zip(cell["mean"], cell["std"], cell["count"], cell["paper"])]
+    cell = (grouped["value"].agg(["mean", "std", "count"]).join(grouped["paper"].first())
+            .join(grouped[["ci_low", "ci_high"]].first()).reset_index())
+    cell["text"] = [_cell(*v) for v in zip(cell["mean"], cell["std"], cell["count"], cell["paper"],
+                                           cell["ci_low"], cell["ci_high"])]
     wide = cell.pivot_table(index=KEYS, columns="model", values="text", aggfunc="first", sort=False)
     return wide.reset_index()
 
@@ -88,6 +100,42 @@ def contrast_section(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def pairwise_section(inputs: list[Path]) -> str:
+    """The pairwise section of table.md: per dataset, task, feature and metric, a matrix of the
+    differences between encoders (row minus column, points) from the per-image statistics the
+    evaluation jobs left beside their CSVs (`<task>_stats.npz`), `*` where the paired
+    bootstrap interval of the difference excludes zero. Empty without such files. Per-block
+    features (`block k mean`) are left out here (their intervals are in table.csv)."""
+    from .blocks import is_block_feature
+    from .intervals import pairwise, read_sidecars
+
+    stats, found = read_sidecars(inputs)
+    if stats is None:
+        return ""
+    pairs = pairwise(found, stats, skip_feature=is_block_feature)
+    if pairs.empty:
+        return ""
+    pct = f"{100 * stats['level']:g}%"
+    lines = ["", "## Pairwise differences (paired bootstrap over images)", "",
+             f"Each cell: the row encoder minus the column encoder, in points, and the {pct} interval of that "
+             f"difference from {stats['bootstrap']} resamples of the images (seed {stats['seed']}), all encoders "
+             "resampled alike on the images they share; `*`: the interval excludes zero. Probes: the lowest seed "
+             "all encoders share (seeds are a separate spread, not resampled).", ""]
+    keys = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
+    for key, d in pairs.groupby(keys, sort=False):
+        models = list(dict.fromkeys(list(d["model_a"]) + list(d["model_b"])))
+        cells = {(r.model_a, r.model_b): f"{r.diff:+.1f} [{r.low:+.1f}, {r.high:+.1f}]{'*' if r.excludes_zero else ''}"
+                 for r in d.itertuples()}
+        seed = d["seed"].iloc[0]
+        lines += [f"### {key[0]}: {key[1]} {key[5]}, {key[3]} ({key[2]}; {key[4]}"
+                  + (f"; seed {seed}" if seed not in ("", "nan") else "") + f"; {d['n_images'].iloc[0]} images)", "",
+                  "| | " + " | ".join(models[1:]) + " |", "|---|" + "---|" * (len(models) - 1)]
+        for a in models[:-1]:
+            lines.append(f"| {a} | " + " | ".join(cells.get((a, b), "") for b in models[1:]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
     table = gather(inputs)
     header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
@@ -95,8 +143,12 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFra
               "Zhu et al. report for that model and measurement, and ours minus theirs (only where "
               "the model and dataset names are those of configs/paper.yaml; check the protocol "
               "column: only rows whose protocol starts with `paper` follow the paper's). `n/a`: the "
-              "model lacks that feature (e.g. `proj` without a projection head).\n\n")
-    write_text(md_path, header + to_markdown(pivot(table)) + contrast_section(table))
+              "model lacks that feature (e.g. `proj` without a projection head). `[lo, hi]`: the "
+              "bootstrap confidence interval over images (table.csv `ci_low`, `ci_high`; config `stats`); "
+              "several seeds show mean ± std instead. Per-block rows (`block k mean`, `block k cls`) "
+              "are in table.csv and figures/depth.png.\n\n")
+    final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
+    write_text(md_path, header + to_markdown(pivot(final)) + contrast_section(table) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     return table
 

@@ -3,7 +3,7 @@ so cached and online evaluations fill the same columns of results/table.csv."""
 from __future__ import annotations
 
 COLUMNS = ("dataset", "task", "model", "group", "weights", "feature", "label_set", "protocol",
-           "metric", "value", "n", "seed", "skipped")
+           "metric", "value", "n", "seed", "skipped", "ci_low", "ci_high")
 
 
 def context(cfg: dict, dataset: str, model: str) -> dict:
@@ -12,10 +12,12 @@ def context(cfg: dict, dataset: str, model: str) -> dict:
 
 
 def result_row(ctx: dict, task: str, feature: str, metric: str, value: float, n: int, **extra) -> dict:
+    """One tidy row; `ci_low` / `ci_high` (the bootstrap interval, `intervals.attach`) NaN until set."""
     return {"dataset": ctx["dataset"], "task": task, "model": ctx["model"], "group": ctx["group"],
             "weights": ctx["weights"], "feature": feature, "label_set": extra.pop("label_set", "part"),
             "protocol": extra.pop("protocol", "paper"), "metric": metric, "value": float(value),
-            "n": int(n), "seed": extra.pop("seed", ""), "skipped": extra.pop("skipped", 0), **extra}
+            "n": int(n), "seed": extra.pop("seed", ""), "skipped": extra.pop("skipped", 0),
+            "ci_low": float(extra.pop("ci_low", "nan")), "ci_high": float(extra.pop("ci_high", "nan")), **extra}
 
 
 def segmentation_rows(ctx: dict, label_set: str, metrics: dict, *, blocks, n: int, protocol: str,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..devices import pick_device
 from ..progress import Progress
 from ..store_batches import batch_bounds, epoch_permutation
-from .probes import cosine_lr, summarise_history
+from .probes import EpochCorrectness, cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,20 @@ def _tensor(a, dev) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_attentive(model: AttentiveHead, test_batches: Batches, device=None) -> float:
-    """Top-1 over the test batches; each batch is normalised with its own statistics."""
+def test_correctness(model: AttentiveHead, test_batches: Batches, device=None) -> torch.Tensor:
+    """Per-sample correctness (bool, in batch order) over the test batches; each batch is
+    normalised with its own statistics."""
     dev = pick_device(device)
     model.eval()
-    correct = total = 0
-    for tokens, labels in test_batches():
-        logits = model(_tensor(tokens, dev).float())
-        correct += int((logits.argmax(1) == _tensor(labels, dev).long()).sum())
-        total += len(labels)
-    return correct / max(total, 1)
+    parts = [model(_tensor(tokens, dev).float()).argmax(1) == _tensor(labels, dev).long()
+             for tokens, labels in test_batches()]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate_attentive(model: AttentiveHead, test_batches: Batches, device=None) -> float:
+    """Top-1 over the test batches; each batch is normalised with its own statistics."""
+    correct = test_correctness(model, test_batches, device)
+    return int(correct.sum()) / max(len(correct), 1)
 
 
 def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: int, dim: int,
@@ -152,7 +156,8 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
     (128 = 1,024 over the 8 GPUs of the released launch; None: the whole batch).
     lr defaults to 0.01 * B / 256 (0.04 at 1024), B = `batch_size` (only used for this), else
     the size of the first training batch.
-    Returns {"best_acc", "best_epoch" (1-based), "last_acc", "history"}.
+    Returns {"best_acc", "best_epoch" (1-based), "last_acc", "history"} and `best_correct` /
+    `last_correct`: 0/1 per test sample (in test-batch order) at the best / last epoch.
     """
     dev = pick_device(device)
     model = AttentiveHead(dim, num_classes, num_heads, generator=torch.Generator().manual_seed(seed),
@@ -160,7 +165,7 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=momentum, weight_decay=weight_decay)
     base_lr = lr if lr is not None else (None if batch_size is None else 0.01 * batch_size / 256)
-    history, progress = [], Progress(log, epochs, "epochs")
+    history, progress, kept = [], Progress(log, epochs, "epochs"), EpochCorrectness()
     for epoch in range(epochs):
         model.train()
         for tokens, labels in train_batches():
@@ -172,6 +177,6 @@ def train_attentive(train_batches: Batches, test_batches: Batches, num_classes: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        history.append(evaluate_attentive(model, test_batches, dev))
+        history.append(kept.add(test_correctness(model, test_batches, dev)))
         progress.update(epoch + 1, f"loss {float(loss.detach()):.4f}, test top-1 {history[-1]:.4f}")
-    return summarise_history(history)
+    return kept.result(history)

@@ -32,6 +32,34 @@ def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255):
     return conf.cpu().numpy() if as_numpy else conf
 
 
+def per_image_counts(pred, label, num_classes: int, ignore_index: int = 255):
+    """Per-image, per-class pixel counts of a batch (B, H, W) of predictions and labels:
+    (intersection, union, label), each (B, C) int64 (numpy in, numpy out).
+
+    Summed over images they are the diagonal, row + column - diagonal and row sums of the
+    batch's `confusion_matrix`: what `evals.bootstrap` resamples images with.
+    """
+    as_numpy = not isinstance(pred, torch.Tensor)
+    pred_t = torch.as_tensor(pred).long()
+    label_t = torch.as_tensor(label).to(pred_t.device).long()
+    if pred_t.shape != label_t.shape:
+        raise ValueError(f"pred and label shapes differ: {tuple(pred_t.shape)} vs {tuple(label_t.shape)}")
+    if pred_t.dim() == 2:
+        pred_t, label_t = pred_t[None], label_t[None]
+    n, c = pred_t.shape[0], num_classes
+    image = torch.arange(n, device=pred_t.device).view(-1, *[1] * (pred_t.dim() - 1)).expand_as(pred_t)
+    keep = label_t != ignore_index
+    lab, prd, img = label_t[keep], pred_t[keep], image[keep]
+    if lab.numel() and bool(((lab < 0) | (lab >= c) | (prd < 0) | (prd >= c)).any()):
+        raise ValueError(f"labels or predictions outside [0, {c}) (ignore={ignore_index})")
+    lab_key, prd_key = img * c + lab, img * c + prd
+    area_label = torch.bincount(lab_key, minlength=n * c).view(n, c)
+    area_pred = torch.bincount(prd_key, minlength=n * c).view(n, c)
+    inter = torch.bincount(lab_key[lab == prd], minlength=n * c).view(n, c)
+    out = (inter, area_label + area_pred - inter, area_label)
+    return tuple(t.cpu().numpy() for t in out) if as_numpy else out
+
+
 def seg_metrics(conf) -> dict:
     """mIoU, mAcc, aAcc and per-class IoU / accuracy from a confusion matrix, as mmseg does.
 

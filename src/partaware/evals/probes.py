@@ -45,10 +45,31 @@ def _to(x, dev) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) -> float:
-    correct = sum(int((model(x[s:s + batch].float()).argmax(1) == y[s:s + batch]).sum())
-                  for s in range(0, len(x), batch))
-    return correct / max(len(x), 1)
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 8192) -> torch.Tensor:
+    """Per-sample correctness (bool, on the model's device) of the arg-max."""
+    if not len(x):
+        return torch.zeros(0, dtype=torch.bool, device=y.device)
+    return torch.cat([model(x[s:s + batch].float()).argmax(1) == y[s:s + batch] for s in range(0, len(x), batch)])
+
+
+class EpochCorrectness:
+    """Keeps the per-sample test correctness of the best epoch (the first maximum, as
+    `summarise_history` picks it) and of the last one, for the bootstrap over test images."""
+
+    def __init__(self):
+        self.best_acc, self.best, self.last = -1.0, None, None
+
+    def add(self, correct: torch.Tensor) -> float:
+        acc = int(correct.sum()) / max(len(correct), 1)
+        self.last = correct.cpu().numpy()
+        if acc > self.best_acc:
+            self.best_acc, self.best = acc, self.last
+        return acc
+
+    def result(self, history: list[float]) -> dict:
+        """`summarise_history` plus `best_correct` / `last_correct` (0/1 uint8 per test sample)."""
+        as_01 = lambda a: np.zeros(0, np.uint8) if a is None else a.astype(np.uint8)  # noqa: E731
+        return {**summarise_history(history), "best_correct": as_01(self.best), "last_correct": as_01(self.last)}
 
 
 def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int = 90,
@@ -58,7 +79,8 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
     lr = 0.1 * batch / 256 by default, cosine decay per epoch, seeded shuffles (the last,
     smaller batch is kept, as a plain DataLoader does). Same seed and device -> same result.
 
-    Returns {"best_acc", "best_epoch", "last_acc", "history"} (test top-1 per epoch).
+    Returns {"best_acc", "best_epoch", "last_acc", "history"} (test top-1 per epoch) and
+    `best_correct` / `last_correct`: 0/1 per test sample at the best / last epoch.
     """
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(seed)
@@ -71,7 +93,7 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
     model.to(dev)
     base_lr = 0.1 * batch_size / 256 if lr is None else lr
     opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
-    history, progress = [], Progress(log, epochs, "epochs")
+    history, progress, kept = [], Progress(log, epochs, "epochs"), EpochCorrectness()
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(base_lr, epoch, epochs)
@@ -82,9 +104,9 @@ def train_linear(train_x, train_y, test_x, test_y, num_classes: int, epochs: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        history.append(_accuracy(model, xte, yte))
+        history.append(kept.add(_correct(model, xte, yte)))
         progress.update(epoch + 1, f"loss {float(loss.detach()):.4f}, test top-1 {history[-1]:.4f}")
-    return summarise_history(history)
+    return kept.result(history)
 
 
 def train_logistic(train_x, train_y, test_x, test_y, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0),
@@ -93,7 +115,8 @@ def train_logistic(train_x, train_y, test_x, test_y, Cs=(1e-3, 1e-2, 1e-1, 1.0, 
 
     C is chosen on a seeded stratified `val_fraction` split of the training set (first best,
     so the strongest regularisation wins ties), then the model is refit on all training data.
-    Returns {"acc": test top-1, "C": chosen C, "val_acc": {C: validation top-1}}.
+    Returns {"acc": test top-1, "C": chosen C, "val_acc": {C: validation top-1}, "correct": 0/1
+    per test sample}.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -122,5 +145,7 @@ def train_logistic(train_x, train_y, test_x, test_y, Cs=(1e-3, 1e-2, 1e-1, 1.0, 
     for c in sorted(Cs):
         val_acc[float(c)] = float(fit(xtr[fit_idx], ytr[fit_idx], c).score(xtr[val_idx], ytr[val_idx]))
     best_c = max(val_acc, key=lambda c: (val_acc[c], -c))
-    acc = float(fit(xtr, ytr, best_c).score(xte, yte))
-    return {"acc": acc, "C": best_c, "val_acc": val_acc}
+    model = fit(xtr, ytr, best_c)
+    acc = float(model.score(xte, yte))
+    correct = (model.predict(xte) == yte).astype(np.uint8) if len(yte) else np.zeros(0, np.uint8)
+    return {"acc": acc, "C": best_c, "val_acc": val_acc, "correct": correct}

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..devices import pick_device
-from .metrics import confusion_matrix, seg_metrics
+from .metrics import confusion_matrix, per_image_counts, seg_metrics
 from .resize import bilinear_resize
 from .resized_ce import resized_cross_entropy
 
@@ -160,12 +160,22 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
 def evaluate_seg_probe(model: SegProbe, test_batches: Callable[[], Iterable[tuple]],
                        num_classes: int, reduce_zero_label: bool = False, device=None) -> dict:
     """seg_metrics (mIoU, mAcc, aAcc, iou, acc) of the arg-max at label size, from one
-    confusion matrix accumulated over all test pixels; a `bn_conv` head uses its running statistics."""
+    confusion matrix accumulated over all test pixels; a `bn_conv` head uses its running statistics.
+    `per_image` holds each test image's per-class pixel counts (`metrics.per_image_counts`:
+    `inter`, `union`, `label`, each (images, C) int64, in batch order) for the bootstrap."""
     dev = pick_device(device)
     model.to(dev).eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=dev)
+    counts = []
     for feats, labels in test_batches():
         y = prepare_labels(labels, reduce_zero_label, dev)
         pred = model(_feats(feats, dev), size=y.shape[-2:]).argmax(dim=1)
         conf += confusion_matrix(pred, y, num_classes, IGNORE)
-    return seg_metrics(conf)
+        counts.append([t.cpu() for t in per_image_counts(pred, y, num_classes, IGNORE)])
+    return {**seg_metrics(conf), "per_image": stack_counts(counts, num_classes)}
+
+
+def stack_counts(counts: list, num_classes: int) -> dict[str, np.ndarray]:
+    """Batches of `per_image_counts` -> {"inter", "union", "label"}: (images, C) int64 arrays."""
+    return {name: (torch.cat([c[k] for c in counts]).numpy() if counts else np.zeros((0, num_classes), np.int64))
+            for k, name in enumerate(("inter", "union", "label"))}

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import torch
 
+from ..blocks import blocks_of, encode
 from ..devices import autocast
 from .loaders import normalise
 from .loop import batch_arrays, done_marker, to_host
 
 
-def part_step(encoder, device, amp, table, arrays, label_of, layout):
+def part_step(encoder, device, amp, table, arrays, label_of, layout, image_of=None):
+    """One row per image / patch: the pooled features in `arrays`, and the per-block summaries
+    (`blocks/<k>/...`) among them from the same forward pass. `label_of` / `image_of` map a row to
+    its label / image id (the `label` and `image` arrays; `image` only when given)."""
     table = table.to(device)
+    blocks = blocks_of(arrays)
 
     def step(batch):
         rows, valid, patches, errors = batch
@@ -17,7 +22,7 @@ def part_step(encoder, device, amp, table, arrays, label_of, layout):
         if len(patches):
             x = normalise(patches.to(device, non_blocking=True), table)
             with torch.inference_mode(), autocast(device, amp):
-                out = encoder(x)
+                out = encode(encoder, x, blocks)
             feats = to_host({a: out[a] for a in arrays}, layout)
         wait = done_marker(device)
 
@@ -25,6 +30,8 @@ def part_step(encoder, device, amp, table, arrays, label_of, layout):
             wait()
             rows_np = rows.numpy()
             known = {"row": rows_np, "label": label_of[rows_np]}
+            if image_of is not None:
+                known["image"] = image_of[rows_np]
             return batch_arrays(layout, valid.numpy(), known, {k: v.numpy() for k, v in feats.items()}), errors
         return finish
     return step

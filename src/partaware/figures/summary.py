@@ -34,6 +34,10 @@ def summary_data(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=cols)
     table = table.copy()
+    if "feature" in table:  # per-block rows belong to figures/depth.py
+        from ..blocks import is_block_feature
+
+        table = table[~table["feature"].astype(str).map(is_block_feature)]
     if "label_set" not in table:
         table["label_set"] = "part"
     table["label_set"] = table["label_set"].fillna("part")

@@ -76,6 +76,10 @@ class Kind:
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         raise NotImplementedError
 
+    def carries_block_summaries(self, ds: dict, split: str) -> bool:
+        """Whether a store of this split holds per-block summaries (`extract.blocks_summary`)."""
+        return False
+
     def generate_demo(self, ds: dict, out: Path) -> None:
         raise NotImplementedError(f"kind {self.name} has no demo generator")
 

@@ -93,6 +93,10 @@ class ImageFolder(Kind):
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         return ["cls", "mean"] + (["tokens"] if self._folder(ds, split)[1] else [])
 
+    def carries_block_summaries(self, ds: dict, split: str) -> bool:
+        """`extract.blocks_summary` goes to the logistic probe's stores (not the attentive subsets)."""
+        return "logistic" in ds["tasks"] and not self._folder(ds, split)[1]
+
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [ds["root"]] if "demo" in ds else []
 
@@ -124,6 +128,7 @@ class ImageFolder(Kind):
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
         import torch
 
+        from .. import blocks as B
         from ..data.images import patch_transform
         from ..extraction.loaders import WholeImages, collate_patches, split_transform
         from ..extraction.steps import part_step
@@ -135,12 +140,14 @@ class ImageFolder(Kind):
         paths = [p for p, _ in samples[lo:hi]]
         label_of = np.array([label for _, label in samples], np.int64)  # by global row
         mean, std = encoder.mean_std
+        blocks = B.resolve(B.carried(cfg, ds, split), encoder.depth, encoder.info.get("arch", ""))
         with torch.inference_mode():
-            probe = encoder(torch.zeros(1, 3, ds["size"], ds["size"], device=device))
-        arrays = self.store_arrays(ds, split)
+            probe = B.encode(encoder, torch.zeros(1, 3, ds["size"], ds["size"], device=device), blocks)
+        arrays = self.store_arrays(ds, split) + [a for a in B.array_names(blocks) if a in probe]
         chunk_rows, dtype = cfg["cache"]["chunk_rows"], cfg["cache"]["dtype"]
         layout = {a: (tuple(probe[a].shape[1:]), dtype, 1 if a == "tokens" else chunk_rows) for a in arrays}
         layout["label"] = ((), "int64", chunk_rows)
+        B.log_disk(f"{dataset}/{split}", layout, hi - lo)
         if "tokens" in layout:
             (t, d), size = layout["tokens"][0], np.dtype(dtype).itemsize
             log.info("%s/%s: caching the tokens of %d images: %d x %d x %d x %d B = %s (%s per image)",

@@ -52,6 +52,10 @@ class PartKind(Kind):
             wanted.append("tokens")
         return wanted
 
+    def carries_block_summaries(self, ds: dict, split: str) -> bool:
+        """`extract.blocks_summary` goes to the stores retrieval (`all`) or the logistic probe read."""
+        return "retrieval" in ds["tasks"] if split == "all" else "logistic" in ds["tasks"]
+
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [f"results/index/{ds['name']}/{split}.parquet"]
 
@@ -71,6 +75,7 @@ class PartKind(Kind):
         import pandas as pd
         import torch
 
+        from .. import blocks as B
         from ..data.images import describe_transform, patch_transform
         from ..extraction.loaders import PatchImages, collate_patches, split_transform
         from ..extraction.steps import part_step
@@ -80,17 +85,22 @@ class PartKind(Kind):
         index = pd.read_parquet(index_path)
         lo, hi = shard_range(len(index), shard, cfg["extract"]["shards"])
         index = index.iloc[lo:hi]
+        blocks = B.resolve(B.carried(cfg, ds, split), encoder.depth, encoder.info.get("arch", ""))
         with torch.inference_mode():
-            probe = encoder(torch.zeros(1, 3, ds["size"], ds["size"], device=device))
-        arrays = [a for a in self.store_arrays(ds, split) if a in probe]
+            probe = B.encode(encoder, torch.zeros(1, 3, ds["size"], ds["size"], device=device), blocks)
+        arrays = [a for a in self.store_arrays(ds, split) + B.array_names(blocks) if a in probe]
         chunk_rows, dtype = cfg["cache"]["chunk_rows"], cfg["cache"]["dtype"]
         layout = {a: (tuple(probe[a].shape[1:]), dtype, 1 if a == "tokens" else chunk_rows) for a in arrays}
         layout["label"] = ((), "int64", chunk_rows)
+        layout["image"] = ((), "int64", chunk_rows)  # the image id: the bootstrap resamples images
+        B.log_disk(f"{dataset}/{split}", layout, len(index))
         view = dict(size=ds["size"], resize=ds["resize"], mean=mean, std=std)
         pil_steps, table = split_transform(patch_transform(view_of(split), **view))
         rows = index["row"].to_numpy(np.int64)
         label_of = np.zeros(int(rows.max()) + 1 if len(rows) else 0, np.int64)
         label_of[rows] = index["label"].to_numpy(np.int64)
+        image_of = np.zeros_like(label_of)
+        image_of[rows] = index["image_id"].to_numpy(np.int64)
         per_image = max(1.0, len(index) / max(1, index["image_path"].nunique()))
         on_bad = cfg["data"]["on_bad_image"]
         return ExtractionPlan(
@@ -99,5 +109,6 @@ class PartKind(Kind):
             resume_rows=index[["label", "x0", "y0", "x1", "y1"]].to_numpy().tolist(), rows=(lo, hi),
             loader_data=lambda start: PatchImages(index.iloc[start:], pil_steps, on_bad),
             collate=collate_patches,
-            make_step=lambda enc, dev, amp: part_step(enc, dev, amp, table, arrays, label_of, layout),
+            make_step=lambda enc, dev, amp: part_step(enc, dev, amp, table, arrays, label_of, layout,
+                                                      image_of=image_of),
             images_per_batch=max(1, int(cfg["extract"]["batch_size"] / per_image)))

@@ -91,26 +91,38 @@ class Encoder(nn.Module):
         """Always eval: the encoder is frozen and its BatchNorms must use running statistics."""
         return super().train(False)
 
-    def forward_all(self, x: Tensor, blocks=()) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
-        """One backbone pass giving both the pooled features and the dense maps of `blocks`."""
-        wanted = self._check_blocks(blocks)
+    def forward_all(self, x: Tensor, blocks=(), summaries=()) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
+        """One backbone pass giving the pooled features, the dense maps of `blocks` and the
+        per-block summaries of `summaries` (1-based): `blocks/<k>/mean` (B, D), the mean of block
+        k's raw patch tokens, and `blocks/<k>/cls` (B, D), its raw class token (only for a model
+        with one). Raw = the block's output before the final norm, as for the dense maps."""
+        wanted, summed = self._check_blocks(blocks), self._check_blocks(summaries)
+        taken = sorted(set(wanted) | set(summed))
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         if min(grid) < 1:
             raise ValueError(f"input of size {tuple(x.shape[-2:])} is smaller than one {p} x {p} patch")
         x = x[..., :grid[0] * p, :grid[1] * p]  # what a stride-p conv sees: whole patches only
+        with_prefix = bool(summed) and self.num_prefix_tokens > 0
         with token_grid(self.backbone, tuple(x.shape[-2:])):
-            if wanted:
+            if taken:
                 raw, maps = self.backbone.forward_intermediates(
-                    x, indices=[b - 1 for b in wanted], norm=False, output_fmt="NCHW")
+                    x, indices=[b - 1 for b in taken], norm=False, output_fmt="NCHW",
+                    return_prefix_tokens=with_prefix)
             else:
                 raw, maps = self.backbone.forward_features(x), []
+        prefixes = dict(zip(taken, (m[1] for m in maps))) if with_prefix else {}
+        maps = dict(zip(taken, (m[0] for m in maps) if with_prefix else maps))
         final = self._token_norm(raw) if self._token_norm is not None else raw
         cls = final[:, 0] if self.cls_source == "token" else self.backbone.forward_head(raw, pre_logits=True)
         feats = {"cls": cls, "mean": final[:, self.num_prefix_tokens:].mean(dim=1), "tokens": final}
         if self.head is not None:
             feats["proj"] = self.head(final[:, 0])
-        return feats, dict(zip(wanted, maps))
+        for k in summed:
+            feats[f"blocks/{k}/mean"] = maps[k].mean(dim=(2, 3))
+            if self.cls_source == "token":
+                feats[f"blocks/{k}/cls"] = prefixes[k][:, 0]
+        return feats, {b: maps[b] for b in wanted}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """`cls` (B, D), `mean` (B, D) of patch tokens, `tokens` (B, T, D), `proj` (B, P) if any.

@@ -14,8 +14,8 @@ from ..data.errors import DataError
 from ..data.images import load_rgb
 from ..data.seg_pipeline import normalise_and_pad
 from ..devices import resolve_device
-from ..evals.metrics import confusion_matrix, seg_metrics
-from ..evals.segmentation import IGNORE
+from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
+from ..evals.segmentation import IGNORE, stack_counts
 from ..evals.slide import resize_argmax, slide_inference
 from .draws import load_labels
 from .train import amp_dtype, encode, mean_std_255
@@ -46,7 +46,8 @@ class TestViews(Dataset):
 def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequence[Mapping],
                     label_sets: Mapping[str, int], pipeline, blocks: Sequence[int], device=None, amp=None,
                     num_workers: int = 0, window_batch: int = 8) -> dict[str, dict]:
-    """{label set: seg_metrics (mIoU, mAcc, aAcc, iou, acc)} of `heads` on `samples`.
+    """{label set: seg_metrics (mIoU, mAcc, aAcc, iou, acc)} of `heads` on `samples`, with
+    `per_image` (each sample's per-class pixel counts, in sample order) for the bootstrap.
 
     `window_batch` windows of one image share a forward (equal to mmseg's one at a time up to float
     rounding); `num_workers` DataLoader workers decode and resize the images.
@@ -62,6 +63,7 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
         heads[n].to(dev).eval()
     mean, std = mean_std_255(encoder)
     conf = {n: torch.zeros(label_sets[n], label_sets[n], dtype=torch.int64, device=dev) for n in names}
+    counts = {n: [] for n in names}
 
     def forward(windows: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = encode(encoder, windows, blocks, dev, amp)
@@ -76,4 +78,5 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
         for i, n in enumerate(names):
             pred = resize_argmax(logits[n], labels.shape[-2:])[0]
             conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
-    return {n: seg_metrics(conf[n]) for n in names}
+            counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
+    return {n: {**seg_metrics(conf[n]), "per_image": stack_counts(counts[n], label_sets[n])} for n in names}

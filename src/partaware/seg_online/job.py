@@ -17,6 +17,8 @@ from .. import kinds
 from ..data import segfolder
 from ..data.errors import DataError
 from ..devices import autocast_dtype, resolve_device
+from ..evals.bootstrap import segmentation_sums
+from ..intervals import attach, settings as stats_settings
 from ..results import context, segmentation_protocol, segmentation_rows
 from .infer import evaluate_online
 from .train import train_online
@@ -84,10 +86,11 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
     metrics = evaluate_online(encoder, heads, val, label_sets, pipeline, ds["blocks"], device=device, amp=amp,
                               num_workers=workers, window_batch=sc["window_batch"])
     ctx, protocol = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
+    images = [s.get("row", i) for i, s in enumerate(val)]  # the evaluated images, in the order scored
     rows, per_class = [], []
     for name in label_sets:
         r, pc = segmentation_rows(ctx, name, metrics[name], blocks=ds["blocks"], n=len(val), protocol=protocol,
                                   seed=cfg["seed"], skipped=len(skipped_train) + len(skipped_val))
-        rows += r
+        rows += attach(r, segmentation_sums(**metrics[name]["per_image"], image_ids=images), stats_settings(cfg))
         per_class += pc
     return rows, per_class
