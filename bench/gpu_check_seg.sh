@@ -17,3 +17,8 @@ for cls in 209 59 19; do
     timeout 90 python3 bench/segmentation.py --classes $cls --probe-precision $prec | tee -a "$OUT/segmentation.jsonl"
   done
 done
+# The paper protocol's online step (decode + mmseg augmentation in workers, frozen ViT-B forward at
+# the crop, heads) and the projected H200-hours of Table 4 + Figure 6; needs OpenCV on the device
+# (pip install a cp312 opencv-python-headless wheel carried with the tree if it is missing).
+python3 -c "import cv2" 2>/dev/null || pip install -q --no-index --find-links bench/wheels opencv-python-headless 2>&1 | tail -1
+timeout 240 python3 bench/segmentation.py --protocol paper | tee -a "$OUT/segmentation.jsonl"
