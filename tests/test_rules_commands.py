@@ -37,7 +37,7 @@ def run_by_hand(command: str, workdir) -> None:
 
 def test_printed_commands_run_by_hand(tmp_path, one_torch_thread):
     commands = printed_commands(tmp_path)
-    for rule in ("demo_data", "part_index", "extract", "evaluate"):
+    for rule in ("demo_data", "part_index", "extract", "evaluate", "segment"):
         assert rule in commands, f"no printed command for rule {rule}: {sorted(commands)}"
     for command in commands["demo_data"] + commands["part_index"]:
         run_by_hand(command, tmp_path)
@@ -48,6 +48,10 @@ def test_printed_commands_run_by_hand(tmp_path, one_torch_thread):
     out = shlex.split(evaluate.split(" > ")[0])
     csv = tmp_path / out[out.index("--out") + 1]
     assert csv.is_file() and "AP" in csv.read_text()
+    segment = commands["segment"][0]  # the paper protocol: it reads the images themselves
+    run_by_hand(segment, tmp_path)
+    out = shlex.split(segment.split(" > ")[0])
+    assert "mIoU" in (tmp_path / out[out.index("--out") + 1]).read_text()
 
 
 def test_every_cli_argument_has_help():

@@ -20,28 +20,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from .evals.batching import batch_bounds, epoch_permutation
 from .store import FeatureStore
 
 Batches = Callable[[], Iterable[tuple]]
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of one epoch: a permutation of range(n) fixed by (seed, epoch)."""
-    if seed < 0 or epoch < 0:
-        raise ValueError(f"shuffle seed {seed} and epoch {epoch} must be >= 0")
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def batch_bounds(n: int, batch_size: int, merge_last_below: int = 2) -> list[tuple[int, int]]:
-    """(lo, hi) of consecutive batches; a last batch smaller than `merge_last_below` joins the
-    previous one, so a batch-statistics model never sees a lone sample (which it would
-    normalise to zeros; the released BatchNorm raises)."""
-    if batch_size < 1:
-        raise ValueError(f"batch size {batch_size} must be >= 1")
-    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < merge_last_below:
-        bounds[-2:] = [(bounds[-2][0], n)]
-    return bounds
 
 
 def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..devices import pick_device
 from ..progress import Progress
-from ..store_batches import batch_bounds, epoch_permutation
+from .batching import batch_bounds, epoch_permutation
 from .probes import EpochCorrectness, cosine_lr
 
 log = logging.getLogger(__name__)
