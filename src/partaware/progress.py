@@ -22,9 +22,14 @@ class Progress:
         self.start = start
         self.t0 = self.last = time.time()
 
+    def due(self, done: int) -> bool:
+        """Whether `update(done)` would log now (check it before building costly extra text,
+        e.g. a loss that would make the GPU wait)."""
+        return time.time() - self.last >= self.every or done >= self.total
+
     def update(self, done: int, extra: str = "", force: bool = False) -> None:
         now = time.time()
-        if force or now - self.last >= self.every or done >= self.total:
+        if force or self.due(done):
             text = progress_line(done - self.start, self.total - self.start, now - self.t0, self.unit)
             self.log.info("%s%s", text, f", {extra}" if extra else "")
             self.last = now

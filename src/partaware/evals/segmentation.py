@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..devices import pick_device
+from ..progress import Progress
 from .metrics import confusion_matrix, per_image_counts, seg_metrics
 from .resize import bilinear_resize
 from .resized_ce import resized_cross_entropy
@@ -130,6 +131,7 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
         log.warning("train_batches takes no pass number: every pass sees the same order; give it "
                     "an `epoch` argument (evals.segmentation.shuffled_batches) to shuffle")
     model, opt, it, epoch = None, None, 0, 0
+    progress = Progress(log, iters, "iterations")
     while it < iters:
         empty = True
         for feats, labels in (train_batches(epoch) if per_pass else train_batches()):
@@ -150,6 +152,8 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
             loss.backward()
             opt.step()
             it += 1
+            if progress.due(it):  # reading the loss waits for the device: only when logging
+                progress.update(it, f"loss {float(loss.detach()):.4f}")
         if empty:
             raise ValueError("train_batches yielded nothing")
         epoch += 1
