@@ -59,3 +59,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished run of the workflow on tests/configs/tiny.yaml (the default target: the table
+    and every figure), shared by the tests that read a finished run and must not change it."""
+    import yaml
+
+    from workflow_runner import REPO, snakemake
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text()))
+    return workdir

@@ -31,10 +31,9 @@ def extract_jobs(workdir) -> list[int]:
 
 
 @pytest.mark.slow
-def test_killed_snakemake_leaves_no_orphan_and_the_rerun_gives_the_clean_table(tmp_path, one_torch_thread):
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    clean.mkdir(), killed.mkdir()
-    snakemake(clean, TINY, "results/table.csv")
+def test_killed_snakemake_leaves_no_orphan_and_the_rerun_gives_the_clean_table(tmp_path, tiny_run):
+    clean, killed = tiny_run, tmp_path / "killed"  # clean: a run that was never interrupted
+    killed.mkdir()
 
     cfg = killed / "config.test.yaml"
     cfg.write_text(yaml.safe_dump(TINY))

@@ -35,7 +35,6 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
-LOCAL_PROFILE = REPO / "workflow" / "profiles" / "default"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 
 
@@ -214,6 +213,10 @@ def _demo_config(directory: Path) -> list[str]:
         return []
     cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     cfg["extract"]["shards"] = 2
+    # what the scheduler path needs, not every task again (test_workflow.py runs them all): part
+    # stores of every split, GPU rules of both kinds (extract and the paper-protocol segment job)
+    cfg["datasets"]["demo_parts"]["tasks"] = ["retrieval", "linear"]
+    cfg["segmentation"]["protocol"] = "paper"
     path = directory / "demo-config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ["--configfile", str(path)]
@@ -241,7 +244,7 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
     slurm_dir.mkdir()
     local_log = tmp_path / "local.log"
     res = _run_snakemake(
-        ["--snakefile", str(snakefile), *config_args, "--profile", str(LOCAL_PROFILE),
+        ["--snakefile", str(snakefile), *config_args,  # the workflow profile profiles/default applies by itself
          "--cores", str(cluster.cpus), "results/table.csv"],
         cwd=local_dir, env=env, log=local_log, timeout=1200)
     assert res.returncode == 0, (
@@ -270,6 +273,10 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
             assert "gpu:1" in show, show
             gpu_jobs += 1
     assert gpu_jobs, "no extraction job was submitted to SLURM"
+    if config_args:  # the paper-protocol segmentation job is a GPU job too
+        assert any("Comment=rule_segment" in cluster.run("scontrol", "-o", "show", "job", job).stdout
+                   and "gpu:1" in cluster.run("scontrol", "-o", "show", "job", job).stdout
+                   for _, job in submitted), "the segment job did not go through SLURM with a GPU"
     _assert_tables_equal(local_dir / "results" / "table.csv",
                          slurm_dir / "results" / "table.csv")
 
@@ -287,6 +294,6 @@ def test_demo_workflow_on_slurm_matches_local(cluster: SlurmCluster, tmp_path: P
         text = rerun_log.read_text()
         assert res.returncode == 0, f"the SLURM rerun failed (log {rerun_log}):\n{text[-8000:]}"
         rules = [cluster.run("scontrol", "-o", "show", "job", job).stdout for _, job in SUBMITTED.findall(text)]
-        assert sum("Comment=rule_extract_shard" in r for r in rules) == 1, text[-6000:]
+        assert sum("Comment=rule_extract" in r for r in rules) == 1, text[-6000:]
         _assert_tables_equal(local_dir / "results" / "table.csv",
                              slurm_dir / "results" / "table.csv")

@@ -13,11 +13,9 @@ from workflow_runner import BIN, REPO, planned_jobs, snakemake
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir, TINY)  # the default target: the table and every figure
-    return workdir
+@pytest.fixture
+def finished_run(tiny_run):
+    return tiny_run
 
 
 @pytest.mark.slow
