@@ -36,5 +36,5 @@ def test_no_test_reads_data_outside_the_repository():
     here = Path(__file__).resolve().parent
     offenders = [f"{p.name}:{i}" for p in sorted(here.glob("*.py")) if p.name != Path(__file__).name
                  for i, line in enumerate(p.read_text().splitlines(), start=1)
-                 if re.search(r"""["']/work/|shared/fixtures|parents\[2\]""", line)]
+                 if re.search(r"""["']/work/|shared[/]fixtures|parents\[2\]""", line)]
     assert offenders == []

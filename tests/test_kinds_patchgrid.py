@@ -8,7 +8,6 @@ the grid is 7 x 7 patches of 32 px in a 128 px view.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path

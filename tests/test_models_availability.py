@@ -1,7 +1,6 @@
 """`weights: timm` without the weights at hand fails at config time, in one line, before any job."""
 import os
 import subprocess
-import sys
 
 import yaml
 

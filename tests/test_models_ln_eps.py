@@ -1,4 +1,4 @@
-import torch, pytest
+import torch
 from partaware.models.encoder import build_encoder
 
 def test_ln_eps_reaches_every_layernorm_and_changes_features():

@@ -12,7 +12,7 @@ import torch
 
 from .devices import resolve_device
 from .intervals import attach, settings as stats_settings
-from .results import context, result_row, segmentation_protocol
+from .results import context, result_row, segmentation_protocol  # noqa: F401 - context: this module's API
 from .results import segmentation_rows as seg_result_rows
 from .store import FeatureStore
 

@@ -7,6 +7,7 @@ through a table the transform itself filled (`split_transform`, `normalise`).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torchvision import transforms as T

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..paper import MODELS as PAPER_MODELS
 from ..paper import attach_paper
+from .plotting import save_figure
 
 LEVELS = ("object", "part")
 COLUMNS = ["dataset", "protocol", "model", "object", "part", "object_std", "part_std", "object_rank",
@@ -161,12 +162,7 @@ def contrast_plot(table_csv, out) -> pd.DataFrame:
                            label="paper's part rank")]
     if datasets:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out, DPI)
     return data
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..blocks import parse_feature
 from .summary import _model_order
+from .plotting import save_figure
 
 # (task, metric) drawn -> panel label; summaries in column order
 MEASURES = {("retrieval", "AP"): "retrieval AP (%)", ("logistic", "top1"): "logistic top-1 (%)"}
@@ -111,10 +112,5 @@ def depth_plot(table_csv, out) -> pd.DataFrame:
     handles = [Line2D([], [], color=colours[m], marker="o", markersize=3, label=m) for m in models]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out, DPI)
     return data

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..paper import MODELS as PAPER_MODELS
 from ..paper import attach_paper
+from .plotting import save_figure
 
 # (task, metric) shown, their family (one panel per dataset and family) and the group label
 HEADLINE = {
@@ -120,10 +121,5 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
         handles.append(Line2D([], [], color="black", linewidth=2.5, label="paper (Zhu et al.)"))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out, DPI)
     return data

@@ -44,7 +44,7 @@ def sub_grid_index(index: Tensor, built: tuple[int, int], grid: tuple[int, int])
     """Rows / columns of a (1 + gh * gw)^2 relative position index for the tokens of the top-left
     h x w sub-grid (plus the CLS row and column). A bias depends only on the offset between two
     tokens, so this is the exact table of an h x w grid: no entry is interpolated."""
-    (gh, gw), (h, w) = built, grid
+    (_, gw), (h, w) = built, grid
     rows = torch.arange(h, device=index.device)[:, None] * gw
     cols = torch.arange(w, device=index.device)[None, :]
     keep = torch.cat([torch.zeros(1, dtype=torch.long, device=index.device), 1 + (rows + cols).flatten()])
