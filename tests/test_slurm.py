@@ -213,9 +213,9 @@ def _demo_config(directory: Path) -> list[str]:
         return []
     cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     cfg["extract"]["shards"] = 2
-    # what the scheduler path needs, not every task again (test_workflow.py runs them all): part
-    # stores of every split, GPU rules of both kinds (extract and the paper-protocol segment job)
-    cfg["datasets"]["demo_parts"]["tasks"] = ["retrieval", "linear"]
+    # what the scheduler path needs, not every task again (test_workflow.py runs them all): a
+    # sharded store, GPU rules of both kinds (extract and the paper-protocol segment job)
+    cfg["datasets"]["demo_parts"]["tasks"] = ["retrieval"]
     cfg["segmentation"]["protocol"] = "paper"
     path = directory / "demo-config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
