@@ -20,11 +20,11 @@ import timm
 import torch
 from PIL import Image
 
-from partaware import cli
 from partaware import config as C
 from partaware.data.demo import generate_demo_cub
 from partaware.data.images import crop_patch, load_rgb
 from partaware.store import open_store
+from cli_runner import run_cli
 
 TINY = {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}}
 RUNTIME = json.dumps({"device": "cpu", "extract": {"batch_size": 16, "num_workers": 0}})
@@ -35,17 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def partaware(capsys, *argv) -> tuple[int, str]:
     """Run one command; (exit code, its error line or '')."""
-    capsys.readouterr()
-    try:
-        cli.main([str(a) for a in argv])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith(f"partaware {argv[0]}: error:")]
-    assert code == 0 or len(lines) == 1, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    return code, (lines[0] if lines else "")
+    return run_cli(capsys, *argv)[:2]
 
 
 def spec(cfg: dict, dataset: str = "birds", model: str | None = None, sections=()) -> str:

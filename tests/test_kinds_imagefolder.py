@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from partaware import cli
 from partaware import config as C
 from partaware import kinds
 from partaware.data.demo_imagefolder import DEMO_CLASSES, generate_demo_imagefolder
 from partaware.data.errors import DataError
 from partaware.store import open_store
+from cli_runner import run_cli
 
 TINY = {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}, "weights": "random", "seed": 1}
 RUNTIME = json.dumps({"device": "cpu", "extract": {"batch_size": 4, "num_workers": 0}})
@@ -55,16 +55,7 @@ def raw_cfg(root: Path, **ds) -> dict:
 
 def partaware(capsys, *argv) -> tuple[int, str]:
     """Run one command; (exit code, its error line or '')."""
-    capsys.readouterr()
-    try:
-        cli.main([str(a) for a in argv])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith(f"partaware {argv[0]}: error:")]
-    assert "Traceback" not in err, err[-3000:]
-    return code, (lines[0] if lines else "")
+    return run_cli(capsys, *argv)[:2]
 
 
 def spec(cfg: dict, sections=()) -> str:

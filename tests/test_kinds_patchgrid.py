@@ -31,6 +31,7 @@ from partaware.figures.patch_retrieval import (FRAME, ORANGE, patch_geometry, pa
                                                patch_retrieval_projected, resolve_queries)
 from partaware.models.encoder import build_encoder
 from partaware.store import open_store
+from cli_runner import run_cli
 
 TINY = {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2}, "weights": "random", "seed": 1}
 RUNTIME = json.dumps({"device": "cpu", "extract": {"batch_size": 98, "num_workers": 0}})
@@ -69,16 +70,7 @@ def raw_cfg(data, figures=None, **ds) -> dict:
 
 def partaware(capsys, *argv) -> tuple[int, str, str]:
     """Run one command in-process; (exit code, its error line or '', stdout)."""
-    capsys.readouterr()
-    try:
-        cli.main([str(a) for a in argv])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.startswith(f"partaware {argv[0]}: error:")]
-    assert "Traceback" not in captured.err, captured.err[-3000:]
-    return code, (lines[0] if lines else ""), captured.out
+    return run_cli(capsys, *argv)
 
 
 def spec(cfg: dict, model: str | None = None, figures: dict | None = None) -> str:

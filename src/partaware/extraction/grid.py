@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.errors import DataError
-from ..data.images import load_rgb
 from ..data.patchgrid import Grid
+from .loaders import decode_or_skip
 
 
 class GridPatches(torch.utils.data.Dataset):
@@ -31,10 +30,7 @@ class GridPatches(torch.utils.data.Dataset):
         n = self.grid.n_patches
         lo = self.skip_patches if i == 0 else 0
         rows = self.first_row + i * n + np.arange(lo, n, dtype=np.int64)
-        try:
-            image = load_rgb(self.paths[i])
-        except DataError as err:
-            if self.on_bad_image != "skip":
-                raise
-            return rows, [None] * len(rows), [str(err)]
+        image, skipped = decode_or_skip(self.paths[i], rows, self.on_bad_image)
+        if skipped:
+            return skipped
         return rows, list(self.grid.patches(self.grid.view(image))[lo:]), []

@@ -39,6 +39,17 @@ def normalise(patches: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1)[patches.long() + offsets].permute(0, 3, 1, 2).contiguous()
 
 
+def decode_or_skip(path, rows, on_bad_image: str):
+    """(image, None); or, under `skip`, (None, the item that leaves every row of the unreadable
+    image out with its reason). Any other mode lets the DataError naming the file through."""
+    try:
+        return load_rgb(path), None
+    except DataError as err:
+        if on_bad_image != "skip":
+            raise
+        return None, (rows, [None] * len(rows), [str(err)])
+
+
 class PatchImages(torch.utils.data.Dataset):
     """One item per image (a run of consecutive index rows with one path): its part patches as
     uint8 (H, W, RGB) arrays, the image decoded once."""
@@ -60,12 +71,9 @@ class PatchImages(torch.utils.data.Dataset):
         """(rows, one uint8 patch or None per row, reasons for the None rows)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         rows = self.rows[lo:hi]
-        try:
-            image = load_rgb(self.paths[i])
-        except DataError as err:
-            if self.on_bad_image != "skip":
-                raise
-            return rows, [None] * len(rows), [str(err)]
+        image, skipped = decode_or_skip(self.paths[i], rows, self.on_bad_image)
+        if skipped:
+            return skipped
         patches, errors = [], []
         for box in self.boxes[lo:hi].tolist():
             problem = box_problem(box, *image.size)
@@ -104,12 +112,9 @@ class WholeImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         rows = self.rows[i:i + 1]
-        try:
-            image = load_rgb(self.paths[i])
-        except DataError as err:
-            if self.on_bad_image != "skip":
-                raise
-            return rows, [None], [str(err)]
+        image, skipped = decode_or_skip(self.paths[i], rows, self.on_bad_image)
+        if skipped:
+            return skipped
         return rows, [np.asarray(self.pil_steps(image))], []
 
 
