@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_paper_config import PAPER, _stand_ins
-from workflow_runner import BIN, REPO
+from workflow_runner import BIN, REPO, job_stats
 
 from partaware import config as C
 
@@ -51,12 +51,7 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
                          capture_output=True, text=True, env=_env(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "normalised with" not in out.stderr  # CLIP / SigLIP / EVA-02 carry their own mean and std
-    jobs = {}
-    for line in out.stdout.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
+    jobs = job_stats(out.stdout)
     n_models = len(MODERN["models"])
     seg_datasets = [d for d, ds in MODERN["datasets"].items() if "segmentation" in ds["tasks"]]
     assert jobs["fetch_checkpoint"] == len(PAPER["models"])  # timm weights come from the cache

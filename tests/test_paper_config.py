@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from workflow_runner import job_stats
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
@@ -41,12 +43,7 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
                           "--configfile", str(REPO / "configs" / "paper.yaml"), "-n", "--cores", "8"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    jobs = {}
-    for line in out.stdout.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
+    jobs = job_stats(out.stdout)
     models = 7
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco

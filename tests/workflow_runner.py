@@ -24,7 +24,11 @@ def snakemake(workdir: Path, config: dict, *args, check=True) -> subprocess.Comp
 
 def planned_jobs(workdir: Path, config: dict, *targets) -> dict[str, int]:
     """Rule -> job count of a dry run (what a real run would execute), the `all` rule left out."""
-    out = snakemake(workdir, config, "-n", *targets).stdout
+    return job_stats(snakemake(workdir, config, "-n", *targets).stdout)
+
+
+def job_stats(out: str) -> dict[str, int]:
+    """Rule -> job count from the `Job stats` table Snakemake prints, the `all` rule left out."""
     counts, in_stats = {}, False
     for line in out.splitlines():
         parts = line.split()
