@@ -203,17 +203,25 @@ def blocked_globals(path: Path) -> list[str] | None:
             return None
 
 
-def _blocked_by(err: Exception) -> str:
-    """The global (or class) torch's weights-only unpickler refused, from its error text."""
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of an error (torch's weights-only errors wrap it in boilerplate)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)] or lines
+    return lines[0] if lines else type(err).__name__
+
+
+def _refused_global(err: Exception) -> str | None:
+    """The global (or class) torch's weights-only unpickler refused, named in its error text."""
     import re
 
-    text = str(err)
     for pattern in (r"GLOBAL ([\w.]+)", r"got <class '([\w.]+)'>"):
-        found = re.search(pattern, text)
-        if found:
-            return found.group(1)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported" in line), lines[-1] if lines else type(err).__name__)
+        found = re.search(pattern, str(err))
+        if found:  # torch writes builtins without their module: `GLOBAL exec`
+            return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"
+    return None
 
 
 def unsafe_pickle_error(path: Path, blocked: list[str]) -> CheckpointError:
@@ -230,7 +238,8 @@ def load_checkpoint_file(path: Path, *, trust_pickle: bool = False, sha256: str 
 
     Only tensors, containers, numbers and `OFFICIAL_GLOBALS` are built (torch's weights-only
     unpickler, the extra globals allowed for this call only). A file whose pickle names anything
-    else is refused before anything is unpickled, unless its model entry opted in with
+    else is refused (a torch zip file before unpickling starts, from a scan of its opcodes; a
+    legacy file when the unpickler meets the name), unless its model entry opted in with
     `trust_pickle` and a `sha256` that the file matches: only then is it fully unpickled.
     """
     path = Path(path)
@@ -241,9 +250,10 @@ def load_checkpoint_file(path: Path, *, trust_pickle: bool = False, sha256: str 
             with torch.serialization.safe_globals(OFFICIAL_GLOBALS):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            if "weights only" not in str(err).lower():
+            name = _refused_global(err)
+            if name is None and not trust_pickle:  # nothing refused by name: a corrupt file
                 raise _unreadable(path, err) from err
-            blocked = [_blocked_by(err)]
+            blocked = [name or _reason(err)]
         except Exception as err:  # zip/EOF/runtime errors of a truncated or corrupt file
             raise _unreadable(path, err) from err
     if not trust_pickle:
@@ -264,7 +274,7 @@ def load_checkpoint_file(path: Path, *, trust_pickle: bool = False, sha256: str 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
     size = path.stat().st_size if path.exists() else 0
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = _reason(err)
     return CheckpointError(
         f"cannot read checkpoint {path} ({size} bytes): {first}. The file is probably truncated "
         f"or corrupt: delete it and fetch it again")
