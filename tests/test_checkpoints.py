@@ -208,12 +208,18 @@ class Opaque:
         self.value = value
 
 
-def test_load_checkpoint_file_falls_back_to_pickle_only_if_allowed(tmp_path):
+def test_load_checkpoint_file_unpickles_other_objects_only_when_trusted_by_hash(tmp_path):
     path = tmp_path / "c.pth"
     torch.save({"model": {"w": torch.ones(2)}, "extra": Opaque(5)}, path)
-    assert load_checkpoint_file(path)["extra"].value == 5
-    with pytest.raises(CheckpointError):
-        load_checkpoint_file(path, allow_pickle=False)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*c\.pth: its pickle calls "
+                                              r"test_checkpoints\.Opaque.*trust_pickle"):
+        load_checkpoint_file(path)
+    with pytest.raises(CheckpointError, match="needs the model entry's `sha256`"):
+        load_checkpoint_file(path, trust_pickle=True)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(CheckpointError, match=f"expected {'ab' * 32}, found {digest}"):
+        load_checkpoint_file(path, trust_pickle=True, sha256="ab" * 32)
+    assert load_checkpoint_file(path, trust_pickle=True, sha256=digest)["extra"].value == 5
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.05])

@@ -5,14 +5,20 @@ weights, is written in the official layout (prefixes, nesting, q/v biases, gamma
 relative position table, weight-normed heads, momentum encoders, decoders, ...) and loaded back
 through `build_encoder`. Every tensor must land on its timm key and the features must equal the
 source model's. The reference heads here are written from the official code, independently of
-`partaware.models.heads`.
+`partaware.models.heads`. Training checkpoints hold what the released `main_*.py` scripts save
+besides the weights (optimizer state with numpy-scalar learning rates, the loss scaler, the
+`args` Namespace, the epoch, ...), pickled under numpy 2's module names and, as the 2021-22
+releases were, numpy 1's; they load without any opt-in and without a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import warnings
+import zipfile
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -148,13 +154,55 @@ def assert_loaded(enc, source, ref_head=None, x=None):
     return feats
 
 
-def load(tmp_path, obj, fmt, base=VIT, name="ckpt.pth", **extra):
+def as_numpy1_pickle(path):
+    """Rewrite a torch.save file as numpy 1 pickled it (`numpy.core.multiarray.scalar`; numpy 2
+    writes `numpy._core...`), the module name inside the official releases."""
+    with zipfile.ZipFile(path) as src:
+        records = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info, data in records:
+            if info.filename.endswith("/data.pkl"):
+                assert b"numpy._core.multiarray\nscalar" in data
+                data = data.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+            out.writestr(info, data)
+
+
+def load(tmp_path, obj, fmt, base=VIT, name="ckpt.pth", numpy1=False, **extra):
+    """Save `obj` as the release did and build the encoder from it: no opt-in, no warning."""
     path = tmp_path / name
     torch.save(obj, path)
-    return build_encoder({**base, "weights": "checkpoint", "format": fmt, **extra}, path)
+    if numpy1:
+        as_numpy1_pickle(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return build_encoder({**base, "weights": "checkpoint", "format": fmt, **extra}, path)
 
 
-OPTIMIZER = {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}
+def training_entries(source: nn.Module, epoch: int, numpy_schedule: bool, **args) -> dict:
+    """What the released training scripts save besides the weights: the AdamW state after a step,
+    in their two param groups (decay / no decay); with `numpy_schedule` the lr and weight decay
+    are numpy float64 scalars, as DINO, iBOT, BEiT and CAE set them from numpy schedules every
+    iteration; the AMP loss scaler's state; the argparse Namespace; the epoch. (The step runs on a
+    copy: `source`'s weights stay those the test saves.)"""
+    model = copy.deepcopy(source)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if numpy_schedule:
+        lr_schedule, wd_schedule = np.linspace(0, 1.5e-3, 10), np.linspace(0.04, 0.4, 10)
+        for i, group in enumerate(opt.param_groups):
+            group["lr"] = lr_schedule[7] * (1.0 if i == 0 else 0.65)
+            if i == 0:
+                group["weight_decay"] = wd_schedule[7]
+    namespace = argparse.Namespace(batch_size_per_gpu=64, lr=5e-4, epochs=epoch + 1, patch_size=16,
+                                   betas=(0.9, 0.999), output_dir="./out", use_fp16=True, seed=0,
+                                   dist_url="env://", resume="", gpu=0, **args)
+    return {"optimizer": opt.state_dict(), "scaler": torch.amp.GradScaler("cpu").state_dict(),
+            "args": namespace, "epoch": epoch}
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -162,8 +210,22 @@ OPTIMIZER = {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}
 def test_deit(tmp_path):
     src = source_vit(1, arch="deit_tiny_patch16_224")
     sd = {**src.state_dict(), "head.weight": torch.randn(10, 192), "head.bias": torch.randn(10)}
-    enc = load(tmp_path, {"model": sd, "epoch": 299}, "deit",
-               base={**VIT, "arch": "deit_tiny_patch16_224"})
+    enc = load(tmp_path, {"model": sd}, "deit", base={**VIT, "arch": "deit_tiny_patch16_224"})
+    assert_loaded(enc, src)
+
+
+def test_deit_training_checkpoint(tmp_path):
+    """deit/main.py: model, optimizer, lr_scheduler (timm's), epoch, model_ema, scaler, args."""
+    from timm.scheduler import CosineLRScheduler
+
+    src = source_vit(1, arch="deit_tiny_patch16_224")
+    sd = {**src.state_dict(), "head.weight": torch.randn(10, 192), "head.bias": torch.randn(10)}
+    train = training_entries(src, 299, numpy_schedule=False, model="deit_tiny_patch16_224")
+    opt = torch.optim.AdamW(src.parameters())
+    ckpt = {"model": sd, **train,
+            "lr_scheduler": CosineLRScheduler(opt, t_initial=300, warmup_t=5).state_dict(),
+            "model_ema": source_vit(3, arch="deit_tiny_patch16_224").state_dict()}
+    enc = load(tmp_path, ckpt, "deit", base={**VIT, "arch": "deit_tiny_patch16_224"})
     assert_loaded(enc, src)
 
 
@@ -176,7 +238,9 @@ def test_mocov3_with_projector(tmp_path):
           **prefixed("module.momentum_encoder.", momentum.state_dict()),
           **prefixed("module.momentum_encoder.head.", mocov3_mlp(3, 192, 64, 32, 5).state_dict()),
           **prefixed("module.predictor.", mocov3_mlp(2, 32, 64, 32, 6).state_dict())}
-    ckpt = {"epoch": 300, "arch": "vit_base", "state_dict": sd, "optimizer": OPTIMIZER}
+    train = training_entries(src, 300, numpy_schedule=False)  # main_moco.py: the lr is a float
+    ckpt = {"epoch": 300, "arch": "vit_base", "state_dict": sd, "optimizer": train["optimizer"],
+            "scaler": train["scaler"]}
     enc = load(tmp_path, ckpt, "mocov3")
     assert_loaded(enc, src, head)
     got = enc.head.state_dict()
@@ -187,21 +251,25 @@ def test_mocov3_with_projector(tmp_path):
 
 
 def _dino_full(src, head, student, student_head):
+    """main_dino.py's save_dict: student, teacher, optimizer, epoch, args, dino_loss, fp16_scaler."""
+    train = training_entries(student, 100, numpy_schedule=True, arch="vit_base", out_dim=48)
     return {"teacher": {**prefixed("backbone.", src.state_dict()),
                         **prefixed("head.", head.state_dict())},
             "student": {**prefixed("module.backbone.", student.state_dict()),
                         **prefixed("module.head.", student_head.state_dict())},
-            "optimizer": OPTIMIZER, "epoch": 100, "args": argparse.Namespace(arch="vit_base"),
-            "dino_loss": {"center": torch.zeros(1, 48)}}
+            "optimizer": train["optimizer"], "epoch": train["epoch"], "args": train["args"],
+            "dino_loss": {"center": torch.zeros(1, 48)}, "fp16_scaler": train["scaler"]}
 
 
-def test_dino_full_checkpoint_teacher_and_student(tmp_path):
+@pytest.mark.parametrize("numpy1", [False, True])
+def test_dino_full_checkpoint_teacher_and_student(tmp_path, numpy1):
     src, head = source_vit(7), RefDINOHead(192, 48, seed=8)
     student, student_head = source_vit(9), RefDINOHead(192, 48, seed=10)
     assert "last_layer.weight_g" in head.state_dict()
     ckpt = _dino_full(src, head, student, student_head)
-    assert_loaded(load(tmp_path, ckpt, "dino"), src, head)
-    assert_loaded(load(tmp_path, ckpt, "dino", name="s.pth", checkpoint_key="student"),
+    assert isinstance(ckpt["optimizer"]["param_groups"][0]["lr"], np.float64)
+    assert_loaded(load(tmp_path, ckpt, "dino", numpy1=numpy1), src, head)
+    assert_loaded(load(tmp_path, ckpt, "dino", name="s.pth", numpy1=numpy1, checkpoint_key="student"),
                   student, student_head)
 
 
@@ -225,8 +293,11 @@ def test_ibot_full_checkpoint(tmp_path, patch_branch):
     ckpt = {"teacher": {**prefixed("backbone.", backbone), **prefixed("head.", head.state_dict())},
             "student": {**prefixed("module.backbone.", backbone),
                         **prefixed("module.head.", head.state_dict())},
-            "epoch": 400, "args": argparse.Namespace(shared_head=patch_branch == "shared")}
-    enc = load(tmp_path, ckpt, "ibot")
+            "ibot_loss": {"center": torch.zeros(1, 40), "center2": torch.zeros(1, 1, 40)}}
+    train = training_entries(src, 400, numpy_schedule=True, shared_head=patch_branch == "shared",
+                             pred_ratio=[0.0, 0.3])  # main_ibot.py's save_dict
+    ckpt.update(optimizer=train["optimizer"], epoch=400, args=train["args"], fp16_scaler=train["scaler"])
+    enc = load(tmp_path, ckpt, "ibot", numpy1=patch_branch == "separate")
     assert_loaded(enc, src, head)
     assert enc.proj_dim == 40
 
@@ -248,10 +319,10 @@ def test_beit_shared_relative_position_table(tmp_path):
                 "mask_token": torch.randn(1, 1, 192), "lm_head.weight": torch.randn(64, 192),
                 "lm_head.bias": torch.randn(64),
                 "cls_pt_layers.0.norm1.weight": torch.randn(192)}
-    ckpt = {"model": official, "optimizer": OPTIMIZER, "epoch": 799,
-            "args": argparse.Namespace(model="beit_base_patch16_224_8k_vocab"),
-            "scaler": {"scale": 1024.0}}
-    enc = load(tmp_path, ckpt, "beit", base=BEIT)
+    # beit/utils.py save_model: model, optimizer, epoch, scaler, args
+    ckpt = {"model": official, **training_entries(src, 799, numpy_schedule=True, window_size=(2, 2),
+                                                    model="beit_base_patch16_224_8k_vocab")}
+    enc = load(tmp_path, ckpt, "beit", base=BEIT, numpy1=True)
     assert type(enc.backbone).__name__ == "Beit" and enc.backbone.pos_embed is None
     assert enc.backbone.rel_pos_bias is not None
     assert all(b.attn.relative_position_bias_table is None for b in enc.backbone.blocks)
@@ -270,6 +341,8 @@ def test_beit_rejects_a_foreign_relative_position_index(tmp_path):
 
 @pytest.mark.parametrize("with_decoder", [False, True])
 def test_mae(tmp_path, with_decoder):
+    """The release holds `model` only; the training checkpoint (util/misc.py save_model) also
+    the optimizer, epoch, scaler and args."""
     src = source_vit(16, fixed_pos=True)
     sd = src.state_dict()
     if with_decoder:  # the visualisation checkpoints also hold the decoder
@@ -278,7 +351,8 @@ def test_mae(tmp_path, with_decoder):
               "decoder_pos_embed": torch.randn(1, 5, 64), "decoder_norm.weight": torch.randn(64),
               "decoder_blocks.0.norm1.weight": torch.randn(64),
               "decoder_pred.weight": torch.randn(768, 64)}
-    enc = load(tmp_path, {"model": sd}, "mae")
+    obj = {"model": sd, **training_entries(src, 799, numpy_schedule=False)} if with_decoder else {"model": sd}
+    enc = load(tmp_path, obj, "mae")
     assert_loaded(enc, src)
     assert torch.equal(enc.backbone.pos_embed, sincos_pos_embed(2, 192))
 
@@ -298,7 +372,9 @@ def test_cae(tmp_path, cls_slot, teacher_name):
                 "pretext_neck.decoder_blocks.0.gamma_1": torch.randn(192),
                 "pretext_neck.head.weight": torch.randn(64, 192),
                 "encoder_to_decoder.weight": torch.randn(192, 192)}
-    enc = load(tmp_path, {"model": official, "epoch": 1599}, "cae", base=BEIT)
+    # the BEiT-derived save_model: model, optimizer, epoch, scaler, args
+    ckpt = {"model": official, **training_entries(src, 1599, numpy_schedule=True, model="cae_base_patch16_224")}
+    enc = load(tmp_path, ckpt, "cae", base=BEIT, numpy1=cls_slot)
     assert type(enc.backbone).__name__ == "Beit" and enc.backbone.rel_pos_bias is None
     assert_loaded(enc, src)
     assert torch.equal(enc.backbone.pos_embed[:, 0], torch.zeros(1, 192))

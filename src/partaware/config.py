@@ -184,6 +184,25 @@ def _check_model(name: str, model: dict) -> None:
                               "(timm, deit, mocov3, dino, ibot, beit, mae, cae)")
         if "url" not in model and not Path(model["path"]).exists():
             raise ConfigError(f"config key {where}.path: checkpoint file {model['path']} does not exist")
+    _check_pickle(where, model)
+
+
+def _check_pickle(where: str, model: dict) -> None:
+    """A weights file is never unpickled beyond tensors and the official checkpoints' values unless
+    the entry trusts it by hash; a local file that would need that is named before any job."""
+    if model.get("trust_pickle"):
+        if model["weights"] not in ("checkpoint", "file"):
+            raise ConfigError(f"config key {where}.trust_pickle: only for weights: checkpoint or file; remove it")
+        if "sha256" not in model:
+            raise ConfigError(f"config key {where}.trust_pickle: needs {where}.sha256, the hash of the file you "
+                              "trust (checked before it is unpickled); add it (`sha256sum <file>` prints it)")
+        return
+    if model["weights"] in ("checkpoint", "file") and "url" not in model and Path(model["path"]).is_file():
+        from .models.checkpoints import blocked_globals, unsafe_pickle_error
+
+        blocked = blocked_globals(Path(model["path"]))
+        if blocked:
+            raise ConfigError(f"config key {where}.path: {unsafe_pickle_error(Path(model['path']), blocked)}")
 
 
 def _check_timm_normalisation(where: str, model: dict) -> None:

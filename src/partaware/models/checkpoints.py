@@ -168,24 +168,104 @@ def fetch_checkpoint(url: str, dest: Path, sha256: str | None = None, *,
     return dest
 
 
-def load_checkpoint_file(path: Path, *, allow_pickle: bool = True) -> Any:
-    """Read a checkpoint onto the CPU, with `weights_only` loading wherever the file allows.
+def _official_globals() -> list:
+    """What the released training scripts (DeiT, MoCo v3, DINO, iBOT, BEiT, MAE, CAE) pickle
+    besides tensors, containers and numbers: the `args` Namespace, and numpy scalars in the
+    optimizer's param groups (the lr / weight-decay schedules are numpy arrays), i.e. numpy's
+    scalar reconstructor (under its numpy 1 and numpy 2 module names), `numpy.dtype` and the
+    numeric dtype classes its state is built on. `collections.OrderedDict` (state dicts) is
+    listed although torch allows it by default. All of them only build values."""
+    from collections import OrderedDict
 
-    Official training checkpoints often carry an `argparse.Namespace` (allowed) or other Python
-    objects; for those, full unpickling is used when `allow_pickle` (the files are pinned by
-    sha256), with a warning.
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefd"} - {np.dtype}
+    return [argparse.Namespace, OrderedDict, np.dtype,
+            (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            *sorted(dtype_classes, key=lambda c: c.__name__)]
+
+
+OFFICIAL_GLOBALS = _official_globals()
+
+
+def blocked_globals(path: Path) -> list[str] | None:
+    """The globals the file's pickle names beyond tensors and `OFFICIAL_GLOBALS`, read from its
+    opcodes without running any; None when the file cannot be read that way (not a torch zip
+    file: the legacy format, a truncated file), and weights-only loading alone decides."""
+    with torch.serialization.safe_globals(OFFICIAL_GLOBALS):
+        try:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # unscannable: the weights-only unpickler still guards the load
+            return None
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of an error (torch's weights-only errors wrap it in boilerplate)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)] or lines
+    return lines[0] if lines else type(err).__name__
+
+
+def _refused_global(err: Exception) -> str | None:
+    """The global (or class) torch's weights-only unpickler refused, named in its error text."""
+    import re
+
+    for pattern in (r"GLOBAL ([\w.]+)", r"got <class '([\w.]+)'>"):
+        found = re.search(pattern, str(err))
+        if found:  # torch writes builtins without their module: `GLOBAL exec`
+            return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"
+    return None
+
+
+def unsafe_pickle_error(path: Path, blocked: list[str]) -> CheckpointError:
+    """One line: the file, what its pickle would call, and the opt-in."""
+    return CheckpointError(
+        f"refusing to load {path}: its pickle calls {', '.join(blocked)}, which is none of the "
+        f"tensors, numbers and argparse/numpy values official checkpoints hold, so loading it could "
+        f"run code from the file. If you trust the file, set `trust_pickle: true` and the file's "
+        f"`sha256` on its model entry (the hash is checked before the file is unpickled)")
+
+
+def load_checkpoint_file(path: Path, *, trust_pickle: bool = False, sha256: str | None = None) -> Any:
+    """Read a checkpoint onto the CPU without running code from it.
+
+    Only tensors, containers, numbers and `OFFICIAL_GLOBALS` are built (torch's weights-only
+    unpickler, the extra globals allowed for this call only). A file whose pickle names anything
+    else is refused (a torch zip file before unpickling starts, from a scan of its opcodes; a
+    legacy file when the unpickler meets the name), unless its model entry opted in with
+    `trust_pickle` and a `sha256` that the file matches: only then is it fully unpickled.
     """
     path = Path(path)
     _check_exists_and_binary(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower() or not allow_pickle:
+    blocked = blocked_globals(path)
+    if not blocked:
+        try:
+            with torch.serialization.safe_globals(OFFICIAL_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            name = _refused_global(err)
+            if name is None and not trust_pickle:  # nothing refused by name: a corrupt file
+                raise _unreadable(path, err) from err
+            blocked = [name or _reason(err)]
+        except Exception as err:  # zip/EOF/runtime errors of a truncated or corrupt file
             raise _unreadable(path, err) from err
-        log.warning("%s holds Python objects beyond tensors; loading it with full unpickling", path)
-    except Exception as err:  # zip/EOF/runtime errors of a truncated or corrupt file
-        raise _unreadable(path, err) from err
+    if not trust_pickle:
+        raise unsafe_pickle_error(path, blocked)
+    if not sha256:
+        raise CheckpointError(
+            f"refusing to load {path}: `trust_pickle: true` needs the model entry's `sha256` (the "
+            f"hash of the file you trust, checked before it is unpickled); add it (`sha256sum "
+            f"{path}` prints it)")
+    verify_checkpoint(path, sha256)
+    log.info("%s: unpickling it fully (trust_pickle, sha256 matches); it calls %s",
+             path, ", ".join(blocked))
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
@@ -194,7 +274,7 @@ def load_checkpoint_file(path: Path, *, allow_pickle: bool = True) -> Any:
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
     size = path.stat().st_size if path.exists() else 0
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = _reason(err)
     return CheckpointError(
         f"cannot read checkpoint {path} ({size} bytes): {first}. The file is probably truncated "
         f"or corrupt: delete it and fetch it again")

@@ -9,7 +9,9 @@
   dict, `.safetensors` or `.pth`/`.pt`/`.bin`, for any timm arch; `local_file.py`).
 - `format`: converter for `weights: checkpoint`: timm, deit, mocov3, dino, ibot, beit, mae, cae.
 - `checkpoint` / `path`: path of the file (the `checkpoint` argument takes precedence);
-  `sha256`: expected hash, verified before loading; `checkpoint_key`: which entry of the file
+  `sha256`: expected hash, verified before loading; `trust_pickle`: allow a file whose pickle
+  holds more than tensors, numbers and the argparse/numpy values of the official checkpoints (it
+  could run code on load; needs `sha256`); `checkpoint_key`: which entry of the file
   holds the weights (e.g. `student` for DINO/iBOT instead of the default `teacher`; for
   `weights: file` also a dotted path ending in a key prefix, e.g. `teacher.backbone`).
 - `img_size` (int): input size passed to timm; absolute / relative position tables of the
@@ -220,7 +222,8 @@ def _load_official(arch: str, kwargs: dict, cfg: dict,
     if fmt not in CONVERTERS:
         raise ValueError(f"weights: checkpoint needs `format` in {sorted(CONVERTERS)}, got {fmt!r}")
     digest = verify_checkpoint(path, cfg.get("sha256"))
-    conv = CONVERTERS[fmt](load_checkpoint_file(path), key=cfg.get("checkpoint_key"))
+    obj = load_checkpoint_file(path, trust_pickle=bool(cfg.get("trust_pickle")), sha256=cfg.get("sha256"))
+    conv = CONVERTERS[fmt](obj, key=cfg.get("checkpoint_key"))
     if conv.dropped:
         log.info("%s: ignored %d training-only keys (%s)", path, len(conv.dropped),
                  _listing(conv.dropped, 8))
@@ -247,7 +250,8 @@ def _load_file(arch: str, kwargs: dict, cfg: dict, path: Path) -> tuple[nn.Modul
     digest = verify_checkpoint(path, cfg.get("sha256"))
     source = str(path)
     backbone = _create(arch, kwargs, seed=int(cfg.get("seed", 0)))
-    sd = select_state(read_file(path), cfg.get("checkpoint_key"), source)
+    obj = read_file(path, trust_pickle=bool(cfg.get("trust_pickle")), sha256=cfg.get("sha256"))
+    sd = select_state(obj, cfg.get("checkpoint_key"), source)
     sd, dropped = drop_classifier(timm_filter(sd, backbone, source), backbone)
     if dropped:
         log.info("%s: dropped %d classifier keys (%s)", path, len(dropped), _listing(dropped, 8))

@@ -37,9 +37,9 @@ def is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
 
 
-def read_file(path: Path) -> Mapping:
+def read_file(path: Path, *, trust_pickle: bool = False, sha256: str | None = None) -> Mapping:
     """The file's top-level object: a flat tensor dict for safetensors, whatever torch.save wrote
-    otherwise (loaded with `weights_only` where the file allows)."""
+    otherwise (loaded without running code from it unless the entry trusts it: `load_checkpoint_file`)."""
     path = Path(path)
     if path.exists() and path.is_file() and is_safetensors(path):
         from safetensors import SafetensorError
@@ -50,7 +50,7 @@ def read_file(path: Path) -> Mapping:
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"cannot read safetensors file {path}: {err}. The file is probably "
                                   f"truncated or corrupt: copy it again") from err
-    return load_checkpoint_file(path)
+    return load_checkpoint_file(path, trust_pickle=trust_pickle, sha256=sha256)
 
 
 def _is_state(obj) -> bool:
