@@ -136,7 +136,8 @@ def test_arrays_read_lazily_and_index_like_numpy(stored):
         tokens = feats["tokens"]
         assert tokens.shape == (N, 3, 8) and tokens.dtype == np.float32 and len(tokens) == N
         for key in (slice(2, 7), slice(None, None, 3), slice(8, 1, -2), slice(-3, None), 4, -1, (5, 1),
-                    (slice(1, 4), 2, slice(0, 3)), [7, 2, 2, 9], np.array([0, 9]), full[:, 0, 0] > 100):
+                    (slice(1, 4), 2, slice(0, 3)), [7, 2, 2, 9], np.array([0, 9]), full[:, 0, 0] > 100,
+                    (..., 1)):
             np.testing.assert_array_equal(tokens[key], full[key], err_msg=str(key))
         np.testing.assert_array_equal(np.asarray(tokens), full)
         np.testing.assert_array_equal(feats.read("mean"), full[:, 0])

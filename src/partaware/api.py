@@ -60,6 +60,8 @@ class LazyArray:
 
     def __getitem__(self, key):
         rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if rows is Ellipsis:
+            return np.asarray(self)[key]
         n = len(self)
         if isinstance(rows, (int, np.integer)):
             i = int(rows) + n if rows < 0 else int(rows)
