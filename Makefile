@@ -3,15 +3,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
+# extras of pyproject.toml: cpu (faiss-cpu) or gpu (faiss's GPU build), never both; slurm; test
+EXTRAS ?= cpu,slurm,test
 
 .PHONY: env demo test lint bench clean
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# constraints.txt holds the exact versions; pyproject.toml says what is needed.
+$(VENV)/.installed: constraints.txt pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: env
