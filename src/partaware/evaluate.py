@@ -42,13 +42,16 @@ def _image_ids(cfg: dict, ctx: dict, store: FeatureStore, valid: np.ndarray) -> 
 
 def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
     from .blocks import array_of, features as block_features
-    from .evals.retrieval import average_precision_per_query, summarise
+    from .evals.retrieval import average_precision_per_query, degenerate_note, summarise_checked
 
     rc = cfg["retrieval"]
     valid = _valid(store)
     labels = store.read("label")[valid]
     protocol = "query excluded" if rc["exclude_self"] else "paper (query included)"
     images, stats = _image_ids(cfg, ctx, store, valid), stats_settings(cfg)
+    degenerate, note = degenerate_note(labels, rc["exclude_self"])
+    if note:  # the rows count them in `degenerate`
+        log.warning("%s: %s", store.paths[0], note)
     rows = []
     for feature in rc["features"] + block_features(store.array_names()):  # then `block k mean`, ...
         if array_of(feature) not in store.array_names():  # e.g. `proj` of a model without a projection head
@@ -60,10 +63,11 @@ def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
         feats = store.read_checked(array_of(feature), valid=valid)[valid].astype(np.float32)
         ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],
                                          memory_mb=rc["memory_mb"], device=resolve_device(cfg["device"]))
-        summary = summarise(ap, labels)
+        summary = summarise_checked(ap, labels)
         rows += attach([result_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
-                                   protocol=protocol, skipped=int((~valid).sum())) for metric in ("AP", "mAP")],
-                       _sums("retrieval", images, ap, labels), stats)
+                                   protocol=protocol, skipped=int((~valid).sum()), degenerate=degenerate)
+                        for metric in ("AP", "mAP")],
+                       _sums("retrieval", images if degenerate < len(labels) else None, ap, labels), stats)
     return rows
 
 
