@@ -152,7 +152,8 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
 def cmd_table(args):
     from .report import write_table
 
-    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md))
+    settings = C.fill_spec(json.loads(args.spec))["report"] if args.spec else None
+    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
     if args.skipped:
         from .report import write_skipped
 
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("table", help="gather evaluation CSVs into results/table.csv and table.md")
     s.add_argument("--csv", required=True, help="the tidy table to write")
     s.add_argument("--md", required=True, help="the readable pivot to write")
+    s.add_argument("--spec", default=None, help="JSON config subset: its `report` section (default: the schema's)")
     s.add_argument("--skipped", default=None, help="also list the images the stores skipped (CSV)")
     s.add_argument("--stores", nargs="*", default=[], help="the stores whose skipped images to list")
     s.add_argument("inputs", nargs="+", help="the evaluation CSVs")

@@ -36,12 +36,13 @@ def settings(cfg: dict) -> dict:
 
 def attach(rows: list[dict], sums: ImageSums | None, stats: dict) -> list[dict]:
     """`rows` of one measurement (same images: e.g. AP and mAP of one feature) with `ci_low`,
-    `ci_high` in % (NaN without sums or with `bootstrap: 0`) and the sums kept for the sidecar."""
+    `ci_high` in % (NaN without sums, with `bootstrap: 0` or on fewer than two images),
+    `ci_images` (the images resampled) and the sums kept for the sidecar."""
     if sums is None or stats["bootstrap"] < 1:
         return [{**r, "ci_low": float("nan"), "ci_high": float("nan")} for r in rows]
     found = intervals(sums, [r["metric"] for r in rows], stats["bootstrap"], stats["level"], stats["seed"])
-    return [{**r, "ci_low": 100 * found[r["metric"]][0], "ci_high": 100 * found[r["metric"]][1], SUMS: sums}
-            for r in rows]
+    return [{**r, "ci_low": 100 * found[r["metric"]][0], "ci_high": 100 * found[r["metric"]][1],
+             "ci_images": len(sums.ids), SUMS: sums} for r in rows]
 
 
 def sidecar_path(csv_path: Path | str) -> Path:
