@@ -205,7 +205,8 @@ def pairwise_section(inputs: list[Path]) -> str:
     lines = ["", "## Pairwise differences (paired bootstrap over images)", "",
              f"Each cell: the row encoder minus the column encoder, in points, and the {pct} interval of that "
              f"difference from {stats['bootstrap']} resamples of the images (seed {stats['seed']}), all encoders "
-             "resampled alike on the images they share; `*`: the interval excludes zero. Probes: the lowest seed "
+             "resampled alike on the images they share; `*`: the interval excludes zero; `[n/a]`: one shared "
+             "image, so no interval and no mark. Digits: as many as the difference needs. Probes: the lowest seed "
              "all encoders share (seeds are a separate spread, not resampled).", ""]
     keys = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
     for key, d in pairs.groupby(keys, sort=False):
