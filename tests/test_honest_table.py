@@ -69,6 +69,14 @@ def test_dataset_with_90_percent_of_images_missing_is_marked_and_warned(tmp_path
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("birds: ") and "18 images skipped" in warnings[0]
 
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="partaware"):
+        skipped = report.write_skipped([store_path], tmp_path / "skipped_images.csv")
+    assert skipped["reason"].str.endswith(": image not found").sum() == 18
+    assert not skipped["reason"].str.contains("on_bad_image").any()  # the run had skip on already
+    summary = [r.getMessage() for r in caplog.records]
+    assert len(summary) == 1 and summary[0].startswith(f"{store_path}: {len(skipped)} left out: 18 x image not found")
+
 
 def test_a_full_dataset_is_not_marked(tmp_path, caplog):
     ctx = {"dataset": "toy", "model": "m", "group": "g", "weights": "w"}

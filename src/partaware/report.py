@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -264,17 +265,40 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
 
 
 def write_skipped(stores: list[Path], path: Path) -> pd.DataFrame:
-    """One row per image a store left out (`data.on_bad_image: skip`), with the reason."""
+    """One row per image a store left out (`data.on_bad_image: skip`), with the reason (without
+    the advice to set the skip mode the run already had), and per store one log line counting
+    the reasons (a dataset with thousands of missing files gives one line, not thousands)."""
     from .store import open_store
 
     rows = []
     for store_path in stores:
         with open_store(store_path) as store:
             attrs = store.attrs
-            for reason in attrs.get("skipped_images") or []:
-                rows.append({"dataset": attrs.get("dataset"), "model": attrs.get("model"),
-                             "split": attrs.get("split"), "store": str(store_path), "reason": reason})
+            reasons = [without_skip_advice(r) for r in attrs.get("skipped_images") or []]
+        rows += [{"dataset": attrs.get("dataset"), "model": attrs.get("model"), "split": attrs.get("split"),
+                  "store": str(store_path), "reason": reason} for reason in reasons]
+        if reasons:
+            log.warning("%s", skipped_summary(store_path, reasons))
     df = pd.DataFrame(rows, columns=["dataset", "model", "split", "store", "reason"])
     write_text(path, df.to_csv(index=False))
     return df
 
+
+_SKIP_ADVICE = re.compile(r";\s*restore [^;]*?,? or set `data\.on_bad_image: skip`[^;]*$")
+
+
+def without_skip_advice(reason: str) -> str:
+    """A skipped image's reason less the "..., or set `data.on_bad_image: skip`" advice the error
+    carries for runs without skip (a store written under skip already has it on)."""
+    return _SKIP_ADVICE.sub("", reason)
+
+
+def skipped_summary(store: Path | str, reasons: list[str], shown: int = 3) -> str:
+    """`<store>: 44982 left out: 44980 x image not found, 2 x ... (results/skipped_images.csv)`:
+    the reasons without their file names, counted, the commonest first."""
+    kinds = pd.Series([r.partition(": ")[2] or r for r in reasons]).value_counts()
+    parts = [f"{n} x {kind}" for kind, n in kinds.iloc[:shown].items()]
+    if len(kinds) > shown:
+        parts.append(f"{int(kinds.iloc[shown:].sum())} more with {len(kinds) - shown} other reason(s)")
+    return (f"{store}: {len(reasons)} left out: " + "; ".join(parts)
+            + " (each listed in results/skipped_images.csv)")
