@@ -260,7 +260,8 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
                                 num_classes=spec["classes"], iters=sc["iters"], lr=sc["lr"],
                                 weight_decay=sc["weight_decay"], warmup_iters=sc["warmup_iters"],
                                 power=sc["power"], avg_non_ignore=sc["avg_non_ignore"], seed=cfg["seed"],
-                                device=device, reduce_zero_label=True, head=sc["head"])
+                                device=device, reduce_zero_label=True, head=sc["head"],
+                                log_every_s=sc["log_every_s"])
         metrics = evaluate_seg_probe(model, _seg_batches(val, ds["blocks"], label_set, sc["batch_size"]),
                                      num_classes=spec["classes"], reduce_zero_label=True, device=device)
         r, pc = seg_result_rows(ctx, label_set, metrics, blocks=ds["blocks"], n=n, protocol=protocol,
