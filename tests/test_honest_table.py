@@ -170,3 +170,42 @@ def test_a_set_of_only_self_only_queries_gives_no_value(exclude_self):
     assert all(np.isnan(v) for v in summarise_checked(ap, labels).values())
     count, note = degenerate_note(labels, exclude_self)
     assert count == 3 and note.startswith("no value: each of the 3 queries is the only sample of its label")
+
+
+def _retrieval_store(path, labels, images):
+    from partaware.store import StoreWriter
+
+    n = len(labels)
+    layout = {"mean": ((8,), "float32", 4), "label": ((), "int64", 4), "image": ((), "int64", 4),
+              "row": ((), "int64", 4), "valid": ((), "uint8", 4)}
+    w = StoreWriter(path, n, layout, {"dataset": "toy", "model": "m", "split": "all"}, "h")
+    w.write({"mean": np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32),
+             "label": np.asarray(labels), "image": np.asarray(images), "row": np.arange(n),
+             "valid": np.ones(n, np.uint8)})
+    return w.publish()
+
+
+@pytest.mark.parametrize("labels,images,expect_value", [
+    ([0, 0, 0, 1, 2, 2, 3], [0, 1, 2, 0, 1, 2, 1], True),  # two self-only queries among seven
+    ([4, 7, 9], [0, 0, 0], False),  # COCO's case: 3 patches of one image, each its own only positive
+])
+def test_retrieval_rows_count_and_explain_self_only_queries(tmp_path, caplog, labels, images, expect_value):
+    from partaware import evaluate as E
+    from partaware.store import open_store
+
+    cfg = {"device": "cpu", "datasets": {"toy": {}}, "models": {"m": {"weights": "random"}},
+           "retrieval": {"features": ["mean"], "exclude_self": True, "memory_mb": 16}, "stats": STATS}
+    path = _retrieval_store(tmp_path / "all.zarr", labels, images)
+    with open_store(path) as store, caplog.at_level(logging.WARNING):
+        rows = E.retrieval_rows(cfg, E.context(cfg, "toy", "m"), store)
+    n_self = int(self_only_queries(np.array(labels)).sum())
+    assert all(r["degenerate"] == n_self for r in rows)
+    messages = [r.getMessage() for r in caplog.records if "no other positive" in r.getMessage()]
+    assert len(messages) == 1
+    ap = next(r for r in rows if r["metric"] == "AP")
+    if expect_value:
+        assert "left out of AP and mAP" in messages[0]
+        assert np.isfinite(ap["value"])
+    else:
+        assert "no value" in messages[0]
+        assert np.isnan(ap["value"]) and np.isnan(ap["ci_low"]) and np.isnan(ap["ci_high"])
