@@ -11,10 +11,12 @@ rule table:
         md=report("results/table.md", caption="../workflow/report/table.rst", category="Results",
                   labels={"figure": "table"}),
         skipped="results/skipped_images.csv",
+    params:
+        spec=spec(sections=("report",)),
     log:
         "results/logs/table.log",
     conda:
         "../envs/report.yaml"
     shell:
-        "partaware table --csv {output.csv:q} --md {output.md:q} --skipped {output.skipped:q} "
+        "partaware table --spec {params.spec:q} --csv {output.csv:q} --md {output.md:q} --skipped {output.skipped:q} "
         "--stores {input.stores:q} -- {input.evals:q} > {log:q} 2>&1"

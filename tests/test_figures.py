@@ -75,6 +75,13 @@ def test_correctness_matrix():
     assert got.tolist() == [[True, False, False], [False, True, False]]
 
 
+def test_same_part_label_counts_the_neighbours_that_exist():
+    from partaware.figures.retrieval_grid import same_part_label
+
+    assert same_part_label(np.array([True, False, False, False, False]), np.array([4, 9, -1, -1, -1])) == "1/2 same part"
+    assert same_part_label(np.zeros(5, bool), np.arange(5)) == "0/5 same part"
+
+
 def test_nearest_rows_excludes_query_and_invalid(part_data):
     with open_store(part_data["stores"]["model_a"]) as store:
         scores, rows = nearest_rows(store, "mean", [part_data["q"]], k=3, batch_rows=5)

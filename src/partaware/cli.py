@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -151,7 +152,8 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
 def cmd_table(args):
     from .report import write_table
 
-    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md))
+    settings = C.fill_spec(json.loads(args.spec))["report"] if args.spec else None
+    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
     if args.skipped:
         from .report import write_skipped
 
@@ -240,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("table", help="gather evaluation CSVs into results/table.csv and table.md")
     s.add_argument("--csv", required=True, help="the tidy table to write")
     s.add_argument("--md", required=True, help="the readable pivot to write")
+    s.add_argument("--spec", default=None, help="JSON config subset: its `report` section (default: the schema's)")
     s.add_argument("--skipped", default=None, help="also list the images the stores skipped (CSV)")
     s.add_argument("--stores", nargs="*", default=[], help="the stores whose skipped images to list")
     s.add_argument("inputs", nargs="+", help="the evaluation CSVs")
@@ -269,13 +272,41 @@ def main(argv=None):
         from .watchdog import watch_snakemake
 
         watch_snakemake()
+    from .progress import closing_line, reset_work
+
+    reset_work()
+    t0 = time.time()
     try:
         args.fn(args)
     except (ValueError, OSError) as err:  # our errors name the file/key and the fix
+        err = unwrap_worker_error(err)
         if os.environ.get("PARTAWARE_DEBUG"):
             raise
         print(f"partaware {args.command}: error: {_describe(err, args)}", file=sys.stderr)
         sys.exit(1)
+    if args.command not in ("check-config", "inspect"):  # every workflow job's log ends with what it did
+        logging.getLogger("partaware").info("%s", closing_line(args.command, time.time() - t0))
+
+
+def unwrap_worker_error(err: Exception) -> Exception:
+    """The error a DataLoader worker raised, as its own one-line message.
+
+    torch re-raises a worker's exception as the same type with the message "Caught DataError in
+    DataLoader worker process 0." and the worker's traceback, whose last line holds what the user
+    needs. The traceback is kept in the log only with $PARTAWARE_DEBUG set.
+    """
+    text = str(err)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return err
+    if os.environ.get("PARTAWARE_DEBUG"):
+        logging.getLogger("partaware").error("%s", text)
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name, sep, message = last.partition(": ")
+    message = message if sep and name.replace(".", "").replace("_", "").isalnum() else last
+    try:
+        return type(err)(message)
+    except TypeError:  # an exception type whose constructor takes other arguments
+        return ValueError(message)
 
 
 def _describe(err: Exception, args) -> str:

@@ -43,7 +43,31 @@ def _schema_error(err) -> ConfigError:
         return ConfigError(f"config key {where}: {err.instance!r} has the wrong type; expected {err.validator_value}")
     if err.validator == "required":
         return ConfigError(f"config key {where}: {err.message}; add it")
+    if err.validator in ("oneOf", "anyOf"):
+        shapes = "; or ".join(_shape(s) for s in err.validator_value)
+        return ConfigError(f"config key {where}: {err.instance!r} is not allowed; use {shapes}")
     return ConfigError(f"config key {where}: {err.message}")
+
+
+def _shape(schema: dict) -> str:
+    """One alternative of a `oneOf` in words: its allowed values, or the shape of value it takes."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    if "const" in schema:
+        return repr(schema["const"])
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items", {})
+        return f"a list of {_shape(items) if items else 'values'}"
+    if kind == "object":
+        keys = sorted(schema.get("properties", {}))
+        required = schema.get("required", [])
+        text = "a mapping" + (f" with keys {', '.join(required)}" if required else "")
+        optional = [k for k in keys if k not in required]
+        return text + (f" (optional: {', '.join(optional)})" if optional else "")
+    if kind:
+        return f"{'an' if str(kind)[0] in 'aeiou' else 'a'} {kind}"
+    return "a value of the documented shape"
 
 
 def load_schema() -> dict:

@@ -14,6 +14,7 @@ from .devices import resolve_device
 from .intervals import attach, settings as stats_settings
 from .results import context, result_row, segmentation_protocol  # noqa: F401 - context: this module's API
 from .results import segmentation_rows as seg_result_rows
+from .coverage import combined, min_class_count, store_coverage
 from .store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -42,28 +43,33 @@ def _image_ids(cfg: dict, ctx: dict, store: FeatureStore, valid: np.ndarray) -> 
 
 def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
     from .blocks import array_of, features as block_features
-    from .evals.retrieval import average_precision_per_query, summarise
+    from .evals.retrieval import average_precision_per_query, degenerate_note, summarise_checked
 
     rc = cfg["retrieval"]
     valid = _valid(store)
     labels = store.read("label")[valid]
     protocol = "query excluded" if rc["exclude_self"] else "paper (query included)"
     images, stats = _image_ids(cfg, ctx, store, valid), stats_settings(cfg)
+    degenerate, note = degenerate_note(labels, rc["exclude_self"])
+    cover = {**store_coverage(store, valid), "min_class_n": min_class_count(labels)}
+    if note:  # the rows count them in `degenerate`
+        log.warning("%s: %s", store.paths[0], note)
     rows = []
     for feature in rc["features"] + block_features(store.array_names()):  # then `block k mean`, ...
         if array_of(feature) not in store.array_names():  # e.g. `proj` of a model without a projection head
             log.warning("%s has no %r array (the model does not give that feature): its rows say n/a",
                         store.paths[0], feature)
-            rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol,
-                                skipped=int((~valid).sum())) for metric in ("AP", "mAP")]
+            rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol, **cover)
+                     for metric in ("AP", "mAP")]
             continue
         feats = store.read_checked(array_of(feature), valid=valid)[valid].astype(np.float32)
         ap = average_precision_per_query(feats, labels, exclude_self=rc["exclude_self"],
                                          memory_mb=rc["memory_mb"], device=resolve_device(cfg["device"]))
-        summary = summarise(ap, labels)
+        summary = summarise_checked(ap, labels)
         rows += attach([result_row(ctx, "retrieval", feature, metric, 100 * summary[metric], len(labels),
-                                   protocol=protocol, skipped=int((~valid).sum())) for metric in ("AP", "mAP")],
-                       _sums("retrieval", images, ap, labels), stats)
+                                   protocol=protocol, degenerate=degenerate, **cover)
+                        for metric in ("AP", "mAP")],
+                       _sums("retrieval", images if degenerate < len(labels) else None, ap, labels), stats)
     return rows
 
 
@@ -83,7 +89,7 @@ def _sums(kind: str, images, *values):
 def _split_xy(store: FeatureStore, feature: str):
     valid = _valid(store)
     feats = store.read_checked(feature, valid=valid)[valid].astype(np.float32)
-    return feats, store.read("label")[valid], int((~valid).sum())
+    return feats, store.read("label")[valid], store_coverage(store, valid)
 
 
 def _num_classes(cfg: dict, dataset: str, stores, *label_arrays) -> int:
@@ -118,15 +124,17 @@ def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -
         res = train_linear(xtr, ytr, xte, yte, classes, epochs=pc["epochs"], batch_size=pc["batch_size"],
                            lr=pc["lr"], momentum=pc["momentum"], weight_decay=pc["weight_decay"],
                            seed=seed, device=resolve_device(cfg["device"]))
-        rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed, sk1 + sk2, images, stats_settings(cfg))
+        rows += _probe_rows(ctx, "linear", "cls", res, len(yte), seed,
+                            {**combined(sk1, sk2), "min_class_n": min_class_count(yte)}, images, stats_settings(cfg))
     return _as_stored(rows, train)
 
 
-def _probe_rows(ctx, task, feature, res, n, seed, skipped, images=None, stats=None) -> list[dict]:
-    """Best- and last-epoch rows, each with the interval of its own test correctness."""
-    best = result_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, skipped=skipped,
+def _probe_rows(ctx, task, feature, res, n, seed, cover, images=None, stats=None) -> list[dict]:
+    """Best- and last-epoch rows, each with the interval of its own test correctness; `cover`:
+    what the rows rest on (`coverage`)."""
+    best = result_row(ctx, task, feature, "top1_best_epoch", 100 * res["best_acc"], n, seed=seed, **cover,
                       protocol="paper (best test epoch)")
-    last = result_row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, skipped=skipped,
+    last = result_row(ctx, task, feature, "top1_last_epoch", 100 * res["last_acc"], n, seed=seed, **cover,
                       protocol="last epoch")
     if stats is None:
         return [best, last]
@@ -151,7 +159,8 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
     ytr, yte = train.read("label"), test.read("label")
     classes = _num_classes(cfg, ctx["dataset"], (train, test), ytr, yte)
     dim = train.info("tokens")["shape"][-1]
-    skipped = int((~_valid(train)).sum() + (~_valid(test)).sum())
+    cover = {**combined(store_coverage(train, _valid(train)), store_coverage(test, _valid(test))),
+             "min_class_n": min_class_count(yte[_valid(test)])}
     # memory_mb is shared: the training tokens first (read every epoch in a new order), then the test's.
     train_batches = _token_batches(train, pc["batch_size"], memory_mb, device)
     test_batches = _token_batches(test, 256, memory_mb - train_batches.in_memory * train_batches.nbytes / 2**20,
@@ -164,7 +173,7 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
                               epochs=pc["epochs"], lr=pc["lr"], batch_size=pc["batch_size"],
                               momentum=pc["momentum"], weight_decay=pc["weight_decay"], seed=seed,
                               device=device, bn_group=bn_group)
-        rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, skipped, images,
+        rows += _probe_rows(ctx, "attentive", "tokens", res, len(test_batches), seed, cover, images,
                             stats_settings(cfg))
     return _as_stored([{**row, "protocol": f"{row['protocol']}; {bn}"} for row in rows], train)
 
@@ -182,7 +191,7 @@ def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore)
         xte, yte, sk2 = _split_xy(test, array_of(feature))
         res = train_logistic(xtr, ytr, xte, yte, Cs=lc["Cs"], val_fraction=lc["val_fraction"], seed=cfg["seed"])
         rows += attach([result_row(ctx, "logistic", feature, "top1", 100 * res["acc"], len(yte), seed=cfg["seed"],
-                                   skipped=sk1 + sk2,
+                                   **combined(sk1, sk2), min_class_n=min_class_count(yte),
                                    protocol=f"L2 logistic regression, C={res['C']} chosen on a train split")],
                        _sums("accuracy", images, res["correct"]), stats_settings(cfg))
     return _as_stored(rows, train)
@@ -240,7 +249,8 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
     ds, sc = cfg["datasets"][ctx["dataset"]], cfg["segmentation"]
     device = resolve_device(cfg["device"])
     protocol = segmentation_protocol(sc, "cached")
-    n, skipped = int(_valid(val).sum()), int((~_valid(train)).sum() + (~_valid(val)).sum())
+    n = int(_valid(val).sum())
+    cover = combined(store_coverage(train, _valid(train)), store_coverage(val, _valid(val)))
     # one row per image; the test batches serve the valid rows in stored order
     images = val.read("row")[_valid(val)] if "row" in val.array_names() else np.flatnonzero(_valid(val))
     rows, per_class = [], []
@@ -250,11 +260,12 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
                                 num_classes=spec["classes"], iters=sc["iters"], lr=sc["lr"],
                                 weight_decay=sc["weight_decay"], warmup_iters=sc["warmup_iters"],
                                 power=sc["power"], avg_non_ignore=sc["avg_non_ignore"], seed=cfg["seed"],
-                                device=device, reduce_zero_label=True, head=sc["head"])
+                                device=device, reduce_zero_label=True, head=sc["head"],
+                                log_every_s=sc["log_every_s"])
         metrics = evaluate_seg_probe(model, _seg_batches(val, ds["blocks"], label_set, sc["batch_size"]),
                                      num_classes=spec["classes"], reduce_zero_label=True, device=device)
         r, pc = seg_result_rows(ctx, label_set, metrics, blocks=ds["blocks"], n=n, protocol=protocol,
-                                seed=cfg["seed"], skipped=skipped)
+                                seed=cfg["seed"], **cover)
         rows += attach(r, _sums("segmentation", images, metrics["per_image"]), stats_settings(cfg))
         per_class += pc
     return rows, per_class

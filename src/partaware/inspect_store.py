@@ -32,15 +32,30 @@ def describe(store) -> str:
             lines.append(f"  {key}: {store.attrs[key]}")
     skipped = store.attrs.get("skipped_images") or []
     lines.append(f"  skipped_images: {len(skipped)}")
-    lines.append(f"  {'array':<16}{'shape':<22}{'dtype':<10}{'chunks':<22}{'on disk':>10}")
+    lines.append(f"  {'array':<16}{'shape':<22}{'dtype':<10}{'chunks':<22}{'stored':>10}")
     total = 0
     for name in store.array_names():
         info = store.info(name)
         total += info["bytes_stored"]
         lines.append(f"  {name:<16}{str(info['shape']):<22}{info['dtype']:<10}"
                      f"{str(info['chunks']):<22}{_human(info['bytes_stored']):>10}")
-    lines.append(f"  total on disk: {_human(total)}")
+    used, files = disk_usage(store.paths)
+    lines.append(f"  total on disk: {_human(used)} in {files} file(s) ({_human(total)} of chunk data; "
+                 "the rest is file-system blocks and metadata)")
     return "\n".join(lines)
+
+
+def disk_usage(paths) -> tuple[int, int]:
+    """(bytes the file system allocated, file count) under the store paths, as `du` counts them:
+    a store of many small chunk files takes a block each, far more than their data."""
+    used, files = 0, 0
+    for path in paths:
+        path = Path(path)
+        for f in ([path] if path.is_file() else (p for p in path.rglob("*") if p.is_file())):
+            st = f.stat()
+            used += getattr(st, "st_blocks", 0) * 512 or st.st_size
+            files += 1
+    return used, files
 
 
 def _batch_rows(shape: tuple) -> int:

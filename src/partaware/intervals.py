@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_csv
-from .evals.bootstrap import ImageSums, intervals, percentile_interval, replicates, value
+from .evals.bootstrap import ImageSums, intervals, percentile_interval, replicates, resamplable, value
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ def settings(cfg: dict) -> dict:
 
 def attach(rows: list[dict], sums: ImageSums | None, stats: dict) -> list[dict]:
     """`rows` of one measurement (same images: e.g. AP and mAP of one feature) with `ci_low`,
-    `ci_high` in % (NaN without sums or with `bootstrap: 0`) and the sums kept for the sidecar."""
+    `ci_high` in % (NaN without sums, with `bootstrap: 0` or on fewer than two images),
+    `ci_images` (the images resampled) and the sums kept for the sidecar."""
     if sums is None or stats["bootstrap"] < 1:
         return [{**r, "ci_low": float("nan"), "ci_high": float("nan")} for r in rows]
     found = intervals(sums, [r["metric"] for r in rows], stats["bootstrap"], stats["level"], stats["seed"])
-    return [{**r, "ci_low": 100 * found[r["metric"]][0], "ci_high": 100 * found[r["metric"]][1], SUMS: sums}
-            for r in rows]
+    return [{**r, "ci_low": 100 * found[r["metric"]][0], "ci_high": 100 * found[r["metric"]][1],
+             "ci_images": len(sums.ids), SUMS: sums} for r in rows]
 
 
 def sidecar_path(csv_path: Path | str) -> Path:
@@ -126,7 +127,8 @@ def pairwise(stats_rows: pd.DataFrame, stats: dict, skip_feature=lambda f: False
 
     All encoders of a measurement are resampled with the same image multiplicities, on the
     images they all have; with several probe seeds, each encoder's lowest seed that all share
-    (seeds are a separate spread, never resampled).
+    (seeds are a separate spread, never resampled). Fewer than two shared images: the
+    difference without an interval (`low`, `high` NaN, `excludes_zero` False).
     """
     cols = ["dataset", "task", "label_set", "feature", "protocol", "metric", "model_a", "model_b", "diff",
             "low", "high", "n_images", "excludes_zero", "seed"]
@@ -152,8 +154,11 @@ def pairwise(stats_rows: pd.DataFrame, stats: dict, skip_feature=lambda f: False
         tables = [t.subset(common) for t in tables]
         metric = key[5]
         points = [value(t, metric) for t in tables]
-        reps = replicates(tables, [metric], stats["bootstrap"], stats["seed"])[:, 0]
         models = list(group["model"])
+        if resamplable(len(common)):
+            reps = replicates(tables, [metric], stats["bootstrap"], stats["seed"])[:, 0]
+        else:  # one shared image: no interval, so never a significance mark
+            reps = np.full((len(models), 1), np.nan)
         for i in range(len(models)):
             for j in range(i + 1, len(models)):
                 lo, hi = percentile_interval(reps[i] - reps[j], stats["level"])

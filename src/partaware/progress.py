@@ -1,8 +1,38 @@
-"""Progress lines for long jobs: done/total, rate and ETA (once a rate is known), at a steady pace."""
+"""Progress lines for long jobs: done/total, rate and ETA (once a rate is known), at a steady pace;
+and the one closing line every job prints, however short it was (`closing_line`)."""
 from __future__ import annotations
 
 import logging
 import time
+
+# What this process's job has done so far: the latest count of its latest unit of work, and
+# the images it skipped. Fed by `Progress.update` and `note_work`; read by `closing_line`.
+_WORK = {"done": None, "unit": "", "skipped": 0}
+
+
+def note_work(done: int, unit: str, skipped: int | None = None) -> None:
+    """Record how much the job has done (and skipped), for its closing line."""
+    _WORK["done"], _WORK["unit"] = int(done), unit
+    if skipped is not None:
+        _WORK["skipped"] = int(skipped)
+
+
+def reset_work() -> None:
+    _WORK.update(done=None, unit="", skipped=0)
+
+
+def closing_line(command: str, seconds: float) -> str:
+    """`extract: done, 1200 rows, 3 images skipped, 4.2 s, 285.7 rows/s`; without counted work
+    (a job with no loop, e.g. `fetch`) just the time, so even a 2-second job says it ended."""
+    line = f"{command}: done"
+    if _WORK["done"] is not None:
+        line += f", {_WORK['done']} {_WORK['unit']}"
+    if _WORK["skipped"]:
+        line += f", {_WORK['skipped']} images skipped"
+    line += f", {seconds:.1f} s"
+    if _WORK["done"] and seconds > 0:
+        line += f", {_WORK['done'] / seconds:.1f} {_WORK['unit']}/s"
+    return line
 
 
 def progress_line(done: int, total: int, seconds: float, unit: str) -> str:
@@ -28,6 +58,7 @@ class Progress:
         return time.time() - self.last >= self.every or done >= self.total
 
     def update(self, done: int, extra: str = "", force: bool = False) -> None:
+        note_work(done - self.start, self.unit)
         now = time.time()
         if force or self.due(done):
             text = progress_line(done - self.start, self.total - self.start, now - self.t0, self.unit)

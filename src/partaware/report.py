@@ -1,6 +1,9 @@
 """Gather the per-job result CSVs into one tidy table and a readable Markdown pivot."""
 from __future__ import annotations
 
+import logging
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +14,16 @@ from .paper import attach_paper
 from .results import COLUMNS
 
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
+log = logging.getLogger(__name__)
+
+
+def report_settings(cfg: dict | None = None) -> dict:
+    """The `report` section (a config without one: the schema's defaults)."""
+    if cfg and "report" in cfg:
+        return cfg["report"]
+    from . import config as C
+
+    return C.fill_defaults(C.load_schema(), {"datasets": {}, "models": {}})["report"]
 
 
 def gather(inputs: list[Path]) -> pd.DataFrame:
@@ -27,31 +40,105 @@ def gather(inputs: list[Path]) -> pd.DataFrame:
 
 
 def _cell(mean: float, std: float, count: int, paper: float, low: float = float("nan"),
-          high: float = float("nan")) -> str:
-    """`50.3 [49.8, 50.9]`: one value and its bootstrap interval; several seeds: mean ± std over
-    them, without an interval (each seed's is in table.csv)."""
+          high: float = float("nan"), ci_images: float = float("nan"), thin: str = "") -> str:
+    """`50.3 [49.8, 50.9]`: one value and its bootstrap interval (`[n/a]` where it rests on one
+    image, which has no spread to resample); several seeds: mean ± std over them, without an
+    interval (each seed's is in table.csv). `thin`: why the value rests on too little."""
     if pd.isna(mean):
         return "n/a"
     text = f"{mean:.1f}" if count < 2 else f"{mean:.1f} ± {std:.1f}"
     if count < 2 and pd.notna(low) and pd.notna(high):
         text += f" [{low:.1f}, {high:.1f}]"
+    elif count < 2 and pd.notna(ci_images) and ci_images < 2:
+        text += " [n/a]"
     if pd.notna(paper):
         text += f" (paper {paper:.1f}, {mean - paper:+.1f})"
-    return text
+    return text + (f" ({thin})" if thin else "")
 
 
-def pivot(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per measurement, one column per model; several seeds show as mean ± std."""
+def _column(table: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(table[name], errors="coerce") if name in table else pd.Series(float("nan"), table.index)
+
+
+def coverage(table: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
+    """Per row: `share` (0..1) of its dataset's images it used, and `thin`: the reason it rests
+    on too little ("" when it does not): under `report.min_share` of the images, or a class
+    with fewer than `report.min_per_class` samples."""
+    settings = settings or report_settings()
+    images, skipped = _column(table, "images"), _column(table, "skipped")
+    total = images + skipped
+    share = (images / total.where(total > 0)).where(images >= 0)
+    min_class = _column(table, "min_class_n")
+    thin = []
+    for n, sh, mc, value in zip(_column(table, "n"), share, min_class, _column(table, "value")):
+        why = []
+        if pd.notna(value) and pd.notna(sh) and sh < settings["min_share"]:
+            why.append(f"{_share_text(sh)} of images")
+        if pd.notna(value) and pd.notna(mc) and mc < settings["min_per_class"]:
+            why.append(f"{int(mc)} in its smallest class")
+        thin.append(f"n={int(n)}, " + ", ".join(why) if why else "")
+    return pd.DataFrame({"share": share, "thin": thin}, index=table.index)
+
+
+def _share_text(share: float) -> str:
+    """`100 %`, `99.5 %`, `0.3 %`: as precise as a small share needs."""
+    pct = 100 * share
+    return f"{pct:.0f} %" if pct in (0, 100) else f"{pct:.1f} %" if pct >= 0.1 else f"{pct:.2g} %"
+
+
+def _span(values) -> str:
+    """`29`, or `27-29` where the models of one row differ."""
+    values = sorted({int(v) for v in values if pd.notna(v)})
+    if not values:
+        return ""
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def pivot(table: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
+    """One row per measurement, one column per model; several seeds show as mean ± std. Before
+    the models: `n samples` (a range where models differ; column names with a space never clash
+    with a model's) and `images used` (the share of the
+    dataset's images the row rests on); a value on too little says why (`coverage`)."""
     if "paper" not in table:
         table = table.assign(paper=attach_paper(table))
-    table = table.assign(**{c: table[c] if c in table else float("nan") for c in ("ci_low", "ci_high")})
+    table = table.assign(**{c: _column(table, c) for c in ("ci_low", "ci_high", "ci_images")},
+                         **coverage(table, settings))
     grouped = table.groupby(KEYS + ["model"], dropna=False, sort=False)
     cell = (grouped["value"].agg(["mean", "std", "count"]).join(grouped["paper"].first())
-            .join(grouped[["ci_low", "ci_high"]].first()).reset_index())
+            .join(grouped[["ci_low", "ci_high", "ci_images", "thin"]].first()).reset_index())
     cell["text"] = [_cell(*v) for v in zip(cell["mean"], cell["std"], cell["count"], cell["paper"],
-                                           cell["ci_low"], cell["ci_high"])]
+                                           cell["ci_low"], cell["ci_high"], cell["ci_images"], cell["thin"])]
     wide = cell.pivot_table(index=KEYS, columns="model", values="text", aggfunc="first", sort=False)
-    return wide.reset_index()
+    measured = table[_column(table, "value").notna()].groupby(KEYS, dropna=False, sort=False)
+    counts = pd.DataFrame({"n samples": measured["n"].agg(_span) if "n" in table else "",
+                           "images used": measured["share"].agg(
+                               lambda s: _share_text(s.min()) if s.notna().any() else "")})
+    wide = wide.join(counts)
+    order = ["n samples", "images used"] + [c for c in wide.columns if c not in ("n samples", "images used")]
+    return wide[order].reset_index()
+
+
+def warn_thin(table: pd.DataFrame, settings: dict | None = None) -> list[str]:
+    """One warning line per dataset with a row that rests on too little (`coverage`), logged."""
+    if table.empty:
+        return []
+    settings = settings or report_settings()
+    marked = table.assign(**coverage(table, settings))
+    marked = marked[marked["thin"] != ""]
+    lines = []
+    for dataset, d in marked.groupby("dataset", sort=False):
+        skipped, share = _column(d, "skipped").max(), d["share"].min()
+        text = (f"{dataset}: {len(d)} result rows rest on too little (n = {_span([_column(d, 'n').min()])}"
+                f" samples at least"
+                + (f", {_share_text(share)} of its images, {int(skipped)} images skipped"
+                   " (results/skipped_images.csv)" if pd.notna(share) and share < settings["min_share"] else "")
+                + (f", {int(_column(d, 'min_class_n').min())} samples in its smallest class"
+                   if _column(d, "min_class_n").min() < settings["min_per_class"] else "")
+                + f"); marked in table.md (report.min_share {settings['min_share']:g}, "
+                  f"report.min_per_class {settings['min_per_class']})")
+        log.warning("%s", text)
+        lines.append(text)
+    return lines
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -119,13 +206,13 @@ def pairwise_section(inputs: list[Path]) -> str:
     lines = ["", "## Pairwise differences (paired bootstrap over images)", "",
              f"Each cell: the row encoder minus the column encoder, in points, and the {pct} interval of that "
              f"difference from {stats['bootstrap']} resamples of the images (seed {stats['seed']}), all encoders "
-             "resampled alike on the images they share; `*`: the interval excludes zero. Probes: the lowest seed "
+             "resampled alike on the images they share; `*`: the interval excludes zero; `[n/a]`: one shared "
+             "image, so no interval and no mark. Digits: as many as the difference needs. Probes: the lowest seed "
              "all encoders share (seeds are a separate spread, not resampled).", ""]
     keys = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
     for key, d in pairs.groupby(keys, sort=False):
         models = list(dict.fromkeys(list(d["model_a"]) + list(d["model_b"])))
-        cells = {(r.model_a, r.model_b): f"{r.diff:+.1f} [{r.low:+.1f}, {r.high:+.1f}]{'*' if r.excludes_zero else ''}"
-                 for r in d.itertuples()}
+        cells = {(r.model_a, r.model_b): _difference(r.diff, r.low, r.high, r.excludes_zero) for r in d.itertuples()}
         seed = d["seed"].iloc[0]
         lines += [f"### {key[0]}: {key[1]} {key[5]}, {key[3]} ({key[2]}; {key[4]}"
                   + (f"; seed {seed}" if seed not in ("", "nan") else "") + f"; {d['n_images'].iloc[0]} images)", "",
@@ -136,7 +223,25 @@ def pairwise_section(inputs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFrame:
+def _decimals(diff: float) -> int:
+    """Decimals that show a difference's first significant digit (1 to 3): +5.2, +0.4, +0.03."""
+    if not diff or not math.isfinite(diff):
+        return 1
+    return int(min(3, max(1, -math.floor(math.log10(abs(diff))))))
+
+
+def _difference(diff: float, low: float, high: float, excludes_zero: bool) -> str:
+    """`+0.03 [+0.01, +0.05]*`; without an interval (one shared image) `+0.4 [n/a]`, never starred."""
+    d = _decimals(diff)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{diff:+.{d}f} [n/a]"
+    return f"{diff:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]{'*' if excludes_zero else ''}"
+
+
+def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dict | None = None) -> pd.DataFrame:
+    """table.csv, table.md, and one warning line per dataset whose rows rest on too little
+    (`settings`: the config's `report` section)."""
+    settings = settings or report_settings()
     table = gather(inputs)
     header = ("# partaware results\n\nValues in %. Models whose `weights` are `random` are "
               "random-initialised (pipeline demo), not pretrained encoders. `(paper X, ±d)`: the value "
@@ -145,26 +250,55 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path) -> pd.DataFra
               "column: only rows whose protocol starts with `paper` follow the paper's). `n/a`: the "
               "model lacks that feature (e.g. `proj` without a projection head). `[lo, hi]`: the "
               "bootstrap confidence interval over images (table.csv `ci_low`, `ci_high`; config `stats`); "
-              "several seeds show mean ± std instead. Per-block rows (`block k mean`, `block k cls`) "
+              "several seeds show mean ± std instead; `[n/a]`: no interval, the value rests on one image. "
+              "`n samples`: the samples a row rests on (queries, test samples or images); `images used`: the share "
+              "of the dataset's images with a usable sample (the rest were skipped as bad images). A value "
+              f"followed by `(n=.., ..)` rests on too little: under {100 * settings['min_share']:g} % of its "
+              f"images, or under {settings['min_per_class']} samples in a class (config `report`). Per-block rows (`block k mean`, `block k cls`) "
               "are in table.csv and figures/depth.png.\n\n")
     final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
-    write_text(md_path, header + to_markdown(pivot(final)) + contrast_section(table) + pairwise_section(inputs))
+    write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
+               + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
+    warn_thin(final, settings)
     return table
 
 
 def write_skipped(stores: list[Path], path: Path) -> pd.DataFrame:
-    """One row per image a store left out (`data.on_bad_image: skip`), with the reason."""
+    """One row per image a store left out (`data.on_bad_image: skip`), with the reason (without
+    the advice to set the skip mode the run already had), and per store one log line counting
+    the reasons (a dataset with thousands of missing files gives one line, not thousands)."""
     from .store import open_store
 
     rows = []
     for store_path in stores:
         with open_store(store_path) as store:
             attrs = store.attrs
-            for reason in attrs.get("skipped_images") or []:
-                rows.append({"dataset": attrs.get("dataset"), "model": attrs.get("model"),
-                             "split": attrs.get("split"), "store": str(store_path), "reason": reason})
+            reasons = [without_skip_advice(r) for r in attrs.get("skipped_images") or []]
+        rows += [{"dataset": attrs.get("dataset"), "model": attrs.get("model"), "split": attrs.get("split"),
+                  "store": str(store_path), "reason": reason} for reason in reasons]
+        if reasons:
+            log.warning("%s", skipped_summary(store_path, reasons))
     df = pd.DataFrame(rows, columns=["dataset", "model", "split", "store", "reason"])
     write_text(path, df.to_csv(index=False))
     return df
 
+
+_SKIP_ADVICE = re.compile(r";\s*restore [^;]*?,? or set `data\.on_bad_image: skip`[^;]*$")
+
+
+def without_skip_advice(reason: str) -> str:
+    """A skipped image's reason less the "..., or set `data.on_bad_image: skip`" advice the error
+    carries for runs without skip (a store written under skip already has it on)."""
+    return _SKIP_ADVICE.sub("", reason)
+
+
+def skipped_summary(store: Path | str, reasons: list[str], shown: int = 3) -> str:
+    """`<store>: 44982 left out: 44980 x image not found, 2 x ... (results/skipped_images.csv)`:
+    the reasons without their file names, counted, the commonest first."""
+    kinds = pd.Series([r.partition(": ")[2] or r for r in reasons]).value_counts()
+    parts = [f"{n} x {kind}" for kind, n in kinds.iloc[:shown].items()]
+    if len(kinds) > shown:
+        parts.append(f"{int(kinds.iloc[shown:].sum())} more with {len(kinds) - shown} other reason(s)")
+    return (f"{store}: {len(reasons)} left out: " + "; ".join(parts)
+            + " (each listed in results/skipped_images.csv)")

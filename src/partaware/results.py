@@ -3,7 +3,8 @@ so cached and online evaluations fill the same columns of results/table.csv."""
 from __future__ import annotations
 
 COLUMNS = ("dataset", "task", "model", "group", "weights", "feature", "label_set", "protocol",
-           "metric", "value", "n", "seed", "skipped", "ci_low", "ci_high")
+           "metric", "value", "n", "seed", "skipped", "ci_low", "ci_high", "images", "skipped_rows",
+           "min_class_n", "ci_images")
 
 
 def context(cfg: dict, dataset: str, model: str) -> dict:
@@ -21,11 +22,12 @@ def result_row(ctx: dict, task: str, feature: str, metric: str, value: float, n:
 
 
 def segmentation_rows(ctx: dict, label_set: str, metrics: dict, *, blocks, n: int, protocol: str,
-                      seed: int, skipped: int) -> tuple[list[dict], list[dict]]:
-    """mIoU / mAcc / aAcc rows and the per-class IoU rows of one label set's probe."""
+                      seed: int, skipped: int, **cover) -> tuple[list[dict], list[dict]]:
+    """mIoU / mAcc / aAcc rows and the per-class IoU rows of one label set's probe; `cover`: the
+    rows' `images` and `skipped_rows` (`coverage`), where known."""
     feature = "blocks " + "+".join(str(b) for b in blocks)
     rows = [result_row(ctx, "segmentation", feature, metric, 100 * metrics[metric], n, label_set=label_set,
-                       protocol=protocol, seed=seed, skipped=skipped) for metric in ("mIoU", "mAcc", "aAcc")]
+                       protocol=protocol, seed=seed, skipped=skipped, **cover) for metric in ("mIoU", "mAcc", "aAcc")]
     per_class = [{**ctx, "label_set": label_set, "protocol": protocol, "class": c + 1, "IoU": 100 * float(iou)}
                  for c, iou in enumerate(metrics["iou"])]
     return rows, per_class

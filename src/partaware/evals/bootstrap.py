@@ -218,11 +218,21 @@ def percentile_interval(values, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+MIN_UNITS = 2  # resampling units (images) below which a bootstrap has no spread to show
+
+
+def resamplable(n_images: int) -> bool:
+    """Whether `n_images` resampling units give an interval: one image resampled is always
+    itself, so its "interval" would be a point that reads as certainty (and a zero-width
+    difference interval that reads as significant)."""
+    return n_images >= MIN_UNITS
+
+
 def intervals(sums: ImageSums, metrics: list[str], resamples: int, level: float = 0.95,
               seed: int = 0) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)} percentile intervals (fractions) of one measurement; (NaN, NaN)
-    when `resamples` is 0 or there is no image."""
-    if resamples < 1 or not len(sums.ids):
+    when `resamples` is 0 or there are fewer than two images (`resamplable`)."""
+    if resamples < 1 or not resamplable(len(sums.ids)):
         return {m: (float("nan"), float("nan")) for m in metrics}
     reps = replicates([sums], metrics, resamples, seed)[0]
     return {m: percentile_interval(reps[j], level) for j, m in enumerate(metrics)}
@@ -232,12 +242,13 @@ def paired_difference(a: ImageSums, b: ImageSums, metric: str, resamples: int, l
                       seed: int = 0) -> dict:
     """metric(a) - metric(b) on their common images, and the percentile interval of that
     difference over resamples shared by both: {"diff", "low", "high", "n_images",
-    "excludes_zero"} (fractions). Identical statistics give exactly 0 and a zero-width interval."""
+    "excludes_zero"} (fractions); no interval (NaN, never excluding zero) on fewer than two
+    common images. Identical statistics give exactly 0 and a zero-width interval."""
     common = np.intersect1d(a.ids, b.ids)
     a, b = a.subset(common), b.subset(common)
     diff = value(a, metric) - value(b, metric)
     lo = hi = float("nan")
-    if resamples >= 1 and len(common):
+    if resamples >= 1 and resamplable(len(common)):
         reps = replicates([a, b], [metric], resamples, seed)
         lo, hi = percentile_interval(reps[0, 0] - reps[1, 0], level)
     return {"diff": diff, "low": lo, "high": hi, "n_images": len(common),

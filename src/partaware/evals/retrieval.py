@@ -179,3 +179,41 @@ def summarise(ap, labels) -> dict:
         "AP": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"),
         "mAP": float(np.mean(class_means)) if class_means else float("nan"),
     }
+
+
+def self_only_queries(labels) -> np.ndarray:
+    """(N,) bool: queries whose only positive is themselves (the one sample of their label).
+
+    Under the paper's protocol such a query scores AP 1 by construction; with `exclude_self`
+    it has no positive at all. Either way it measures nothing about the features.
+    """
+    codes, counts = np.unique(np.asarray(labels).reshape(-1), return_inverse=True, return_counts=True)[1:]
+    return counts[codes.reshape(-1)] == 1
+
+
+def degenerate_note(labels, exclude_self: bool) -> tuple[int, str]:
+    """(count of self-only queries, a sentence for the log and the row's notes; "" when none).
+
+    With `exclude_self` they are left out of AP and mAP (their AP is NaN); under the paper's
+    protocol they stay in (AP 1 each), as the paper computes it. When every query is self-only
+    there is no value to report (`summarise_checked` returns NaN).
+    """
+    self_only = self_only_queries(labels)
+    count, n = int(self_only.sum()), len(self_only)
+    if not count:
+        return 0, ""
+    if count == n:
+        return count, (f"no value: each of the {n} queries is the only sample of its label, so it has no "
+                       "other positive to retrieve (add images or parts)")
+    if exclude_self:
+        return count, f"{count} of {n} queries have no other positive: left out of AP and mAP"
+    return count, (f"{count} of {n} queries have no other positive: each counts as AP 100 "
+                   "(the paper's protocol keeps the query in its own ranking)")
+
+
+def summarise_checked(ap, labels) -> dict:
+    """`summarise`, but NaN AP and mAP when every query is self-only (a value of 100 there would
+    rest on no retrieval at all)."""
+    if len(ap) and self_only_queries(labels).all():
+        return {"AP": float("nan"), "mAP": float("nan")}
+    return summarise(ap, labels)

@@ -113,7 +113,7 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
                     lr: float = 4e-4, betas=(0.9, 0.999), weight_decay: float = 0.05,
                     warmup_iters: int = 1500, power: float = 1.0, reduce_zero_label: bool = False,
                     avg_non_ignore: bool = False, seed: int = 0, device=None,
-                    head: str = "conv") -> SegProbe:
+                    head: str = "conv", log_every_s: float = 30.0) -> SegProbe:
     """Train a `SegProbe` (`head` conv | bn_conv) for `iters` steps over passes of
     `train_batches(epoch)` (epoch = 0, 1, ...; build it with `shuffled_batches` so each pass has
     its own seeded order) yielding (feats (B, C, h, w), labels (B, H, W)); fp16 feats are upcast.
@@ -121,6 +121,7 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
 
     Weight decay applies to every parameter, as mmseg's default optimiser constructor does;
     `avg_non_ignore` as in `resized_cross_entropy` (False: mmseg 0.x, the paper's code).
+    A progress line every `log_every_s` seconds (`segmentation.log_every_s`).
     """
     if iters < 1:
         raise ValueError("iters must be at least 1")
@@ -131,7 +132,7 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
         log.warning("train_batches takes no pass number: every pass sees the same order; give it "
                     "an `epoch` argument (evals.segmentation.shuffled_batches) to shuffle")
     model, opt, it, epoch = None, None, 0, 0
-    progress = Progress(log, iters, "iterations")
+    progress = Progress(log, iters, "iterations", every=log_every_s)
     while it < iters:
         empty = True
         for feats, labels in (train_batches(epoch) if per_pass else train_batches()):

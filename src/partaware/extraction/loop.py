@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from ..progress import progress_line
+from ..progress import note_work, progress_line
 from ..store import StoreWriter
 
 log = logging.getLogger("partaware.extract")
@@ -111,6 +111,7 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
                 last_log = time.time()
         if pending is not None:
             hand_over(pending)
+    note_work(writer.rows_done - done0, "rows", len(skipped))  # for the job's closing line
     return skipped
 
 

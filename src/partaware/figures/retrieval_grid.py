@@ -91,6 +91,12 @@ def correctness(labels: np.ndarray, query_rows: Sequence[int], neighbour_rows: n
     return same & (nb >= 0)
 
 
+def same_part_label(correct: np.ndarray, neighbour_rows: np.ndarray) -> str:
+    """`2/2 same part`: out of the neighbours that exist (-1 rows: fewer usable samples than k),
+    so a short list does not read as misses."""
+    return f"{int(np.sum(correct))}/{int(np.sum(np.asarray(neighbour_rows) >= 0))} same part"
+
+
 def pick_queries(index: pd.DataFrame, usable: np.ndarray, n: int, seed: int,
                  chosen: Sequence[int] | None = None) -> list[int]:
     """The configured query rows, else `n` seeded-random usable rows spread over the part labels
@@ -173,8 +179,8 @@ def draw_grid(index: pd.DataFrame, query_rows: list[int], grid_rows: list[GridRo
         draw.text((x, y - T.LINE - 2), T.fit_text(draw, head, geo["width"] - x - MARGIN, big), fill=T.TEXT, font=big)
         for ri, g in enumerate(grid_rows):
             x, y = geo["origin"](qi, ri, 0)
-            hits = int(correct[ri][qi].sum())
-            for li, line in enumerate([g.model, FEATURE_TITLES.get(g.feature, g.feature), f"{hits}/{k} same part"]):
+            label = same_part_label(correct[ri][qi], g.rows[qi])
+            for li, line in enumerate([g.model, FEATURE_TITLES.get(g.feature, g.feature), label]):
                 draw.text((MARGIN, y + 4 + li * T.LINE), T.fit_text(draw, line, TITLE_W - 8, big),
                           fill=T.TEXT, font=big)
             canvas.paste(T.bordered(patch[q], tile, BORDER, T.BLUE), (x, y))

@@ -4,6 +4,7 @@ to the ORIGINAL image, argmax, one confusion matrix per label set over the whole
 original (reduce_zero_label'd) label maps."""
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,8 +18,12 @@ from ..devices import resolve_device
 from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
 from ..evals.segmentation import IGNORE, stack_counts
 from ..evals.slide import resize_argmax, slide_inference
+from ..progress import Progress
 from .draws import load_labels
 from .train import amp_dtype, encode, mean_std_255
+
+
+log = logging.getLogger(__name__)
 
 
 class TestViews(Dataset):
@@ -45,12 +50,13 @@ class TestViews(Dataset):
 @torch.inference_mode()
 def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequence[Mapping],
                     label_sets: Mapping[str, int], pipeline, blocks: Sequence[int], device=None, amp=None,
-                    num_workers: int = 0, window_batch: int = 8) -> dict[str, dict]:
+                    num_workers: int = 0, window_batch: int = 8, log_every_s: float = 60.0) -> dict[str, dict]:
     """{label set: seg_metrics (mIoU, mAcc, aAcc, iou, acc)} of `heads` on `samples`, with
     `per_image` (each sample's per-class pixel counts, in sample order) for the bootstrap.
 
     `window_batch` windows of one image share a forward (equal to mmseg's one at a time up to float
-    rounding); `num_workers` DataLoader workers decode and resize the images.
+    rounding); `num_workers` DataLoader workers decode and resize the images; a progress line
+    every `log_every_s` seconds (slide inference of a large split takes long).
     """
     dev = resolve_device(device)
     amp = amp_dtype(amp, dev)
@@ -70,7 +76,8 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
         return {n: heads[n](feats) for n in names}
 
     loader = DataLoader(TestViews(samples, label_sets, pipeline), batch_size=None, num_workers=num_workers)
-    for view, labels in loader:
+    progress = Progress(log, len(samples), "test images", every=log_every_s)
+    for done, (view, labels) in enumerate(loader, 1):
         h, w = view.shape[:2]
         x = normalise_and_pad(view[None].to(dev), [[h, w]], mean, std)
         logits = slide_inference(forward, x, pipeline.crop, pipeline.stride, window_batch)
@@ -79,4 +86,5 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
             pred = resize_argmax(logits[n], labels.shape[-2:])[0]
             conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
             counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
+        progress.update(done)
     return {n: {**seg_metrics(conf[n]), "per_image": stack_counts(counts[n], label_sets[n])} for n in names}

@@ -84,7 +84,7 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
         resume_key=resume_key(cfg, dataset, model, encoder.checkpoint_sha256 or ""),
         log_every_s=sc["log_every_s"])
     metrics = evaluate_online(encoder, heads, val, label_sets, pipeline, ds["blocks"], device=device, amp=amp,
-                              num_workers=workers, window_batch=sc["window_batch"])
+                              num_workers=workers, window_batch=sc["window_batch"], log_every_s=sc["log_every_s"])
     ctx, protocol = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
     images = [s.get("row", i) for i, s in enumerate(val)]  # the evaluated images, in the order scored
     rows, per_class = [], []

@@ -117,11 +117,15 @@ class FeatureStore:
 
     def missing_chunks(self, name: str) -> list[tuple[int, int, str]]:
         """Chunks of an array absent from disk: (global first row, global end row, chunk name).
-        Meaningful from store format 2 on (format 1 left all-zero chunks unwritten)."""
+        Meaningful from store format 2 on (format 1 left all-zero chunks unwritten); chunks the
+        writer left out on purpose (`elided_chunks`: every row skipped) are not missing."""
         out = []
         for i, (part, offset) in enumerate(zip(self.parts, self.offsets[:-1])):
             n, rows = part.grid(name)
+            elided = set((part.attrs().get("elided_chunks") or {}).get(name, []))  # skipped rows only
             for k in part.missing_chunks(name):
+                if k in elided:
+                    continue
                 lo, hi = int(offset + k * rows), int(offset + min(n, (k + 1) * rows))
                 out.append((lo, hi, self._chunk_key(i, name, k)))
         return out

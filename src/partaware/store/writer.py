@@ -82,6 +82,7 @@ class StoreWriter:
         self._lock = None
         self._take_lock()
         try:
+            self.elided: dict[str, list[int]] = {}  # chunks of skipped rows left unwritten
             self.rows_done = self._resume_point()
             if self.rows_done == 0:
                 self._create(attrs)
@@ -138,6 +139,7 @@ class StoreWriter:
             if {k: progress.get(k) for k in self._signature} != self._signature:
                 return 0
             _backend(self.partial, "r").close()
+            self.elided = {k: list(v) for k, v in progress.get("elided", {}).items()}
             return int(progress["rows_done"])
         except Exception:  # an unreadable leftover is simply rewritten
             return 0
@@ -154,7 +156,7 @@ class StoreWriter:
         self._save_progress(0)
 
     def _save_progress(self, rows_done: int) -> None:
-        _write_json_atomic(self.progress_file, {**self._signature, "rows_done": rows_done})
+        _write_json_atomic(self.progress_file, {**self._signature, "rows_done": rows_done, "elided": self.elided})
 
     def write(self, batch: dict[str, np.ndarray]) -> None:
         """Append the next rows (every array of the layout, same length) and mark them done."""
@@ -165,18 +167,44 @@ class StoreWriter:
         n = len(next(iter(batch.values())))
         if self.rows_done + n > self.n_rows:
             raise StoreError(f"{self.path}: writing past the declared {self.n_rows} rows")
+        valid = np.asarray(batch["valid"]).astype(bool) if "valid" in batch else None
         for name, data in batch.items():
             dtype = self.arrays[name][1]
-            self.backend.write(name, self.rows_done, np.asarray(data).astype(dtype, copy=False))
+            data = np.asarray(data).astype(dtype, copy=False)
+            if valid is not None and not valid.all() and name != "valid" and np.dtype(dtype).kind == "f":
+                self._write_sparse(name, data, valid)
+            else:
+                self.backend.write(name, self.rows_done, data)
         self.rows_done += n
         self._save_progress(self.rows_done)
+
+    def _write_sparse(self, name: str, data: np.ndarray, valid: np.ndarray) -> None:
+        """Write a float array's rows, leaving out every chunk this batch covers whole whose rows
+        are all skipped (`valid` 0): such a chunk would only hold fill, yet cost a file (zarr)
+        or its bytes. Elided chunks read as NaN and are listed in the `elided_chunks` attribute,
+        so `open_store` tells them from lost ones."""
+        start, chunk = self.rows_done, max(1, min(self.arrays[name][2], self.n_rows))
+        run = None  # first row of the pending run of rows to write
+        for k in range(start // chunk, (start + len(data) - 1) // chunk + 1):
+            lo, hi = max(start, k * chunk), min(start + len(data), (k + 1) * chunk, self.n_rows)
+            whole = lo == k * chunk and hi == min((k + 1) * chunk, self.n_rows)
+            if whole and not valid[lo - start:hi - start].any():
+                if run is not None:
+                    self.backend.write(name, run, data[run - start:lo - start])
+                    run = None
+                self.elided.setdefault(name, []).append(k)
+            elif run is None:
+                run = lo
+        if run is not None:
+            self.backend.write(name, run, data[run - start:])
 
     def publish(self, extra_attrs: dict | None = None) -> Path:
         """Set `complete` last, then rename the partial store onto its final path; unlock."""
         self._check_holder()
         if self.rows_done != self.n_rows:
             raise StoreError(f"{self.path}: only {self.rows_done} of {self.n_rows} rows written")
-        self.backend.set_attrs({**(extra_attrs or {}), "rows_done": self.rows_done, "complete": True})
+        elided = {"elided_chunks": self.elided} if self.elided else {}
+        self.backend.set_attrs({**(extra_attrs or {}), **elided, "rows_done": self.rows_done, "complete": True})
         self.backend.close()
         _remove(self.path)
         os.replace(self.partial, self.path)
