@@ -18,7 +18,8 @@ from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
 from ..evals.segmentation import IGNORE, stack_counts
 from ..evals.slide import resize_argmax, slide_inference
 from .draws import load_labels
-from .train import amp_dtype, encode, mean_std_255
+from .forward import block_maps, lowp_weights
+from .train import amp_dtype, mean_std_255
 
 
 class TestViews(Dataset):
@@ -66,17 +67,18 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
     counts = {n: [] for n in names}
 
     def forward(windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = encode(encoder, windows, blocks, dev, amp)
+        feats = block_maps(encoder, windows, blocks, amp)
         return {n: heads[n](feats) for n in names}
 
     loader = DataLoader(TestViews(samples, label_sets, pipeline), batch_size=None, num_workers=num_workers)
-    for view, labels in loader:
-        h, w = view.shape[:2]
-        x = normalise_and_pad(view[None].to(dev), [[h, w]], mean, std)
-        logits = slide_inference(forward, x, pipeline.crop, pipeline.stride, window_batch)
-        labels = labels.to(dev)
-        for i, n in enumerate(names):
-            pred = resize_argmax(logits[n], labels.shape[-2:])[0]
-            conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
-            counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
+    with lowp_weights(encoder, amp):
+        for view, labels in loader:
+            h, w = view.shape[:2]
+            x = normalise_and_pad(view[None].to(dev), [[h, w]], mean, std)
+            logits = slide_inference(forward, x, pipeline.crop, pipeline.stride, window_batch)
+            labels = labels.to(dev)
+            for i, n in enumerate(names):
+                pred = resize_argmax(logits[n], labels.shape[-2:])[0]
+                conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
+                counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
     return {n: {**seg_metrics(conf[n]), "per_image": stack_counts(counts[n], label_sets[n])} for n in names}
