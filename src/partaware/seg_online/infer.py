@@ -10,14 +10,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.errors import DataError
-from ..data.images import load_rgb
 from ..data.seg_pipeline import normalise_and_pad
 from ..devices import resolve_device
 from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
 from ..evals.segmentation import IGNORE, stack_counts
 from ..evals.slide import resize_argmax, slide_inference
-from .draws import load_labels
+from .draws import load_pair
 from .forward import block_maps, lowp_weights
 from .train import amp_dtype, mean_std_255
 
@@ -33,12 +31,7 @@ class TestViews(Dataset):
 
     def __getitem__(self, i: int):
         sample = self.samples[i]
-        img = np.asarray(load_rgb(sample["img"]))
-        labels = load_labels(sample, self.label_sets)
-        for name, lab in labels.items():
-            if lab.shape != img.shape[:2]:
-                raise DataError(f"{sample[name]}: label size {lab.shape} differs from image {sample['img']} "
-                                f"size {img.shape[:2]}")
+        img, labels = load_pair(sample, self.label_sets)
         view = np.ascontiguousarray(self.pipeline.test_view(img))
         return torch.from_numpy(view), torch.from_numpy(np.stack([labels[n] for n in self.label_sets]))
 
