@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from segmentation_paper import make_images  # noqa: E402
 
-from partaware.data import seg_pipeline, seg_transforms, segfolder  # noqa: E402
+from partaware.data import seg_pipeline, seg_transforms  # noqa: E402
 from partaware.data.images import load_rgb  # noqa: E402
 from partaware.data.seg_pipeline import PRESETS  # noqa: E402
 from partaware.seg_online import draws as draws_module  # noqa: E402
