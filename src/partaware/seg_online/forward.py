@@ -77,13 +77,18 @@ class FrozenForward:
         self.auto = forward_batch in (None, "auto")
         self.micro = None if self.auto else int(forward_batch)
         self.dense = torch.compile(encoder.dense, dynamic=False) if compile else None
+        blocks_ = getattr(getattr(encoder, "backbone", None), "blocks", None)
+        attn = getattr(blocks_[0], "attn", None) if blocks_ else None
+        if attn is not None and getattr(attn, "fused_attn", True) is False:
+            log.warning("seg-online: timm's fused attention is off (TIMM_FUSED_ATTN=0?): attention runs "
+                        "unfused, slower; unset it to use scaled_dot_product_attention")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         while True:
             size = min(self.micro or len(x), len(x))
             try:
                 return self._run(x, size)
-            except (torch.OutOfMemoryError, RuntimeError) as err:
+            except RuntimeError as err:  # torch.OutOfMemoryError is one
                 if not (self.auto and _is_oom(err) and size > 1):
                     raise
                 self.micro = size // 2
