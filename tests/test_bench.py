@@ -100,3 +100,10 @@ def test_segmentation_paper_protocol_bench():
     assert projection["projected_hours"] == round(lip["projected_hours_7_encoders"]
                                                   + ade["projected_hours_7_encoders"], 2)
     assert projection["meets_target"] is False  # a scaled-down CPU run never claims the target
+
+
+def test_seg_loader_bench_gives_identical_views():
+    """`bench/seg_loader.py`: the loader now and before, timed on the same draws, same views."""
+    out = run_bench("seg_loader.py", "--draws", "3", "--images", "2")
+    assert out["bench"] == "seg_loader" and out["identical_views"] is True
+    assert out["ms_per_image"] > 0 and out["ms_per_image_old"] > 0

@@ -16,7 +16,7 @@ from partaware.data.seg_pipeline import SegPipeline
 from partaware.data.segfolder import list_samples
 from partaware.models import build_encoder
 from partaware.seg_online import (SegDraws, draw_loader, evaluate_online, image_of_draw, train_online)
-from partaware.seg_online.train import CHECKPOINT_FORMAT
+from partaware.evals.seg_heads import STATE_FORMAT, HeadStateError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -71,6 +71,14 @@ def counting(enc):
     dense = enc.dense
     enc.dense = lambda x, blocks: calls.append(tuple(x.shape)) or dense(x, blocks)
     return calls
+
+
+def close_weights(a, b):
+    """Equal up to float rounding: the heads of a run are one conv, whose matrix product may round
+    a head's logits differently with more output channels beside them (tests/test_seg_heads.py)."""
+    return sorted(a) == sorted(b) and all(
+        torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+        for n in a for x, y in zip(a[n].state_dict().values(), b[n].state_dict().values()))
 
 
 def same_weights(a, b):
@@ -133,7 +141,7 @@ def test_one_forward_serves_all_heads_and_equals_each_head_alone(toy, alone, cat
     both = train_online(enc, train, SETS, pipe, iters=6, **TRAIN)
     assert len(calls) == 6  # one encoder forward per iteration for both heads
     single = train_online(encoder(), train, {alone: SETS[alone]}, pipe, iters=6, **TRAIN)
-    assert same_weights({alone: both[alone]}, single)
+    assert close_weights({alone: both[alone]}, single)
 
 
 def test_bn_conv_head_is_a_variant(toy):
@@ -160,14 +168,14 @@ def hang_after_checkpoint(x, blocks):
     return dense(x, blocks)
 enc.dense = hang_after_checkpoint
 train_online(enc, list_samples(cfg["root"], "train", cfg["dirs"]), cfg["sets"],
-             SegPipeline(**cfg["pipeline"]), checkpoint_path=cfg["ckpt"], resume_key="k1", **cfg["train"])
+             SegPipeline(**cfg["pipeline"]), state_path=cfg["ckpt"], resume_key="k1", **cfg["train"])
 """
 
 
 def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(toy, tmp_path, caplog):
     root, train, _ = toy
     pipe = dict(crop=32, train_scale=[96, 64], test_scale=[96, 64], stride=16)
-    kw = dict(TRAIN, iters=12, checkpoint_every=4)
+    kw = dict(TRAIN, iters=12, save_every=4)
     ckpt, marker = tmp_path / "seg.ckpt", tmp_path / "ready"
     cfg = dict(encoder=ENCODER, root=str(root), dirs=DIRS, sets=SETS, pipeline=pipe, train=kw,
                ckpt=str(ckpt), marker=str(marker), hang_at=7)
@@ -189,13 +197,13 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(toy,
             child.wait()
     assert child.returncode == -signal.SIGKILL
     state = torch.load(ckpt, weights_only=True)
-    assert state["iteration"] == 4 and state["format"] == CHECKPOINT_FORMAT
+    assert state["iteration"] == 4 and state["format"] == STATE_FORMAT
     assert not list(tmp_path.glob(".seg.ckpt.tmp*"))  # published whole, no leftovers
 
     enc = encoder()
     calls = counting(enc)
     with caplog.at_level("INFO", logger="partaware.seg_online.train"):
-        resumed = train_online(enc, train, SETS, pipeline(), checkpoint_path=ckpt, resume_key="k1", **kw)
+        resumed = train_online(enc, train, SETS, pipeline(), state_path=ckpt, resume_key="k1", **kw)
     assert "resuming" in caplog.text and "iteration 4" in caplog.text and len(calls) == 8
     uninterrupted = train_online(encoder(), train, SETS, pipeline(), **kw)
     assert same_weights(resumed, uninterrupted)  # bitwise
@@ -205,11 +213,11 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(toy,
 def test_checkpoint_of_another_run_is_ignored_and_a_finished_one_is_reused(toy, tmp_path, caplog):
     _, train, _ = toy
     ckpt = tmp_path / "seg.ckpt"
-    kw = dict(TRAIN, iters=4, checkpoint_every=2, checkpoint_path=ckpt)
+    kw = dict(TRAIN, iters=4, save_every=2, state_path=ckpt)
     first = train_online(encoder(), train, {"part": 3}, pipeline(), resume_key="run-a", **kw)
     with caplog.at_level("INFO", logger="partaware.seg_online.train"):
         other = train_online(encoder(), train, {"part": 3}, pipeline(), resume_key="run-b", seed=5, **kw)
-    assert "ignoring checkpoint" in caplog.text and "run-a" in caplog.text
+    assert "ignoring head state" in caplog.text and "run-a" in caplog.text
     fresh = train_online(encoder(), train, {"part": 3}, pipeline(), seed=5, iters=4, **TRAIN)
     assert same_weights(other, fresh)
     assert not same_weights(first, other)
@@ -218,7 +226,7 @@ def test_checkpoint_of_another_run_is_ignored_and_a_finished_one_is_reused(toy, 
     again = train_online(enc, train, {"part": 3}, pipeline(), resume_key="run-b", seed=5, **kw)
     assert calls == [] and same_weights(again, other)  # finished: loaded, nothing retrained
     ckpt.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="delete it"):
+    with pytest.raises(HeadStateError, match="delete it"):
         train_online(encoder(), train, {"part": 3}, pipeline(), resume_key="run-b", **kw)
 
 
@@ -226,14 +234,14 @@ def test_progress_lines_give_iteration_loss_rate_and_eta(toy, caplog):
     _, train, _ = toy
     with caplog.at_level("INFO", logger="partaware.seg_online.train"):
         train_online(encoder(), train, SETS, pipeline(), iters=3, log_every_s=0, **TRAIN)
-    lines = [r.getMessage() for r in caplog.records if "seg-online: iteration" in r.getMessage()]
-    assert [line.split(",")[0] for line in lines] == [f"seg-online: iteration {i}/3" for i in (1, 2, 3)]
+    lines = [r.getMessage() for r in caplog.records if " iterations" in r.getMessage() and "loss" in r.getMessage()]
+    assert [line.split(",")[0] for line in lines] == [f"{i}/3 iterations" for i in (1, 2, 3)]
     assert all("loss part " in s and " object " in s and "img/s" in s and "ETA" in s for s in lines)
     caplog.clear()
     with caplog.at_level("INFO", logger="partaware.seg_online.train"):
         train_online(encoder(), train, SETS, pipeline(), iters=3, log_every_s=3600, **TRAIN)
-    quiet = [r.getMessage() for r in caplog.records if "seg-online: iteration" in r.getMessage()]
-    assert [line.split(",")[0] for line in quiet] == ["seg-online: iteration 3/3"]  # only the end
+    quiet = [r.getMessage() for r in caplog.records if " iterations" in r.getMessage() and "loss" in r.getMessage()]
+    assert [line.split(",")[0] for line in quiet] == ["3/3 iterations"]  # only the end
 
 
 # ------------------------------------------------------------------------------- evaluation

@@ -20,7 +20,8 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 # jobs exist): left out of job specs, so changing them reruns nothing; the rules pass them
 # through $PARTAWARE_RUNTIME instead.
 RUNTIME_KEYS = {"": ("device",), "extract": ("batch_size", "num_workers"),
-                "segmentation": ("num_workers", "log_every_s", "window_batch", "checkpoint_every", "protocol")}
+                "segmentation": ("num_workers", "log_every_s", "window_batch", "checkpoint_every", "protocol",
+                                 "forward_batch", "compile")}
 
 
 class ConfigError(ValueError):

@@ -30,7 +30,7 @@ __all__ = [  # the transforms are re-exported: callers and tests import them fro
     "IMAGENET_MEAN_255", "IMAGENET_STD_255", "PhotoDraws", "apply_crop", "convert", "crop_accepted",
     "draw_crop_box", "draw_flip", "draw_photometric", "hflip", "hue_step", "imrescale", "pad_to",
     "photometric", "random_crop_box", "ratio_scale", "rescale", "rescale_size", "sample_ratio",
-    "saturation_step", "SegPipeline", "PRESETS", "preset", "normalise_and_pad"]
+    "saturation_step", "SegPipeline", "PRESETS", "preset", "norm_constants", "normalise_and_pad"]
 
 # mmseg img_norm_cfg (RGB order, 0-255 units): the images here are RGB already.
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -132,14 +132,28 @@ def preset(dataset: str) -> SegPipeline:
 
 # ---------------------------------------------------------------- Normalize + Pad (torch, device)
 
+def norm_constants(mean: Sequence[float], std: Sequence[float], device):
+    """(mean, 1 / std) as (1, 3, 1, 1) float32 tensors on `device`, for `normalise_and_pad`'s
+    `constants` (made once: building them per batch copies from the host and waits for it)."""
+    import torch
+
+    if max(mean) <= 1.0:
+        raise ValueError(f"mean {tuple(mean)} looks like 0-1 units; pass mean/std in 0-255 units "
+                         f"(e.g. {IMAGENET_MEAN_255} / {IMAGENET_STD_255}) for 0-255 images")
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    stdinv = (1.0 / torch.tensor(std, dtype=torch.float64)).float().view(1, 3, 1, 1).to(device)
+    return mean_t, stdinv
+
+
 def normalise_and_pad(images, valid_hw, mean: Sequence[float] = IMAGENET_MEAN_255,
-                      std: Sequence[float] = IMAGENET_STD_255):
+                      std: Sequence[float] = IMAGENET_STD_255, constants=None):
     """mmseg Normalize then Pad, on a batch moved as uint8: float32 (B, 3, H, W).
 
     `images`: (B, H, W, 3) or (B, 3, H, W) tensor of 0-255 RGB values (uint8 preferred);
     `valid_hw`: (B, 2) per-image valid (h, w) from `train_view`. mean/std are in 0-255 units
     (mmseg's img_norm_cfg). Pixels outside (h, w) become exactly 0, as mmseg's Pad after
-    Normalize leaves them.
+    Normalize leaves them. `constants`: `norm_constants(mean, std, device)` made once (then
+    `mean`/`std` are not read); with `valid_hw` on the device too nothing here waits for it.
     """
     import torch
 
@@ -153,12 +167,8 @@ def normalise_and_pad(images, valid_hw, mean: Sequence[float] = IMAGENET_MEAN_25
         images = images.permute(0, 3, 1, 2)
     elif not first:
         raise ValueError(f"normalise_and_pad needs 3 channels first or last, got shape {tuple(images.shape)}")
-    if max(mean) <= 1.0:
-        raise ValueError(f"mean {tuple(mean)} looks like 0-1 units; pass mean/std in 0-255 units "
-                         f"(e.g. {IMAGENET_MEAN_255} / {IMAGENET_STD_255}) for 0-255 images")
     x = images.float()
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    stdinv = (1.0 / torch.tensor(std, dtype=torch.float64)).float().to(x.device).view(1, 3, 1, 1)
+    mean_t, stdinv = constants if constants is not None else norm_constants(mean, std, x.device)
     x = (x - mean_t) * stdinv
     hw = torch.as_tensor(valid_hw, device=x.device).reshape(-1, 2)
     if hw.shape[0] != x.shape[0]:

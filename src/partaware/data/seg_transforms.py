@@ -97,11 +97,24 @@ def apply_crop(arr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return arr[y1:y2, x1:x2, ...]
 
 
+def uint8_counts(arr: np.ndarray) -> np.ndarray:
+    """How often each value 0..255 occurs in a uint8 array, as int64 (256,). OpenCV's histogram
+    counts exactly below 2**24 pixels (float32 bins); larger arrays are counted by numpy."""
+    if arr.ndim == 2 and arr.size < 2 ** 24 and arr.strides[-1] == 1:
+        return cv2.calcHist([arr], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return np.bincount(arr.ravel(), minlength=256)
+
+
 def crop_accepted(label_crop: np.ndarray, cat_max_ratio: float, ignore: int = IGNORE) -> bool:
     """mmseg's check: more than one class (ignore not counted) and the largest one covers
     less than `cat_max_ratio` of the labelled (non-ignore) pixels."""
-    values, counts = np.unique(label_crop, return_counts=True)
-    counts = counts[values != ignore]
+    if label_crop.dtype == np.uint8 and 0 <= ignore < 256:  # the counts np.unique gives, by counting
+        counts = uint8_counts(label_crop)
+        counts[ignore] = 0
+        counts = counts[counts > 0]
+    else:
+        values, counts = np.unique(label_crop, return_counts=True)
+        counts = counts[values != ignore]
     return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
 
 
@@ -131,6 +144,8 @@ def draw_flip(rng: np.random.Generator, prob: float = 0.5) -> bool:
 
 def hflip(arr: np.ndarray) -> np.ndarray:
     """Horizontal flip (mmcv `imflip`), as a contiguous copy."""
+    if arr.ndim in (2, 3) and arr.dtype == np.uint8 and arr.strides[-1] == arr.itemsize:
+        return cv2.flip(arr, 1)  # the same copy in one pass (numpy's reversed copy is elementwise)
     return np.ascontiguousarray(arr[:, ::-1, ...])
 
 
@@ -171,24 +186,47 @@ def draw_photometric(rng: np.random.Generator) -> PhotoDraws:
     return PhotoDraws(brightness, contrast_first, contrast, saturation, hue)
 
 
-def convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    """mmseg `convert`: float32 img * alpha + beta, clipped to 0-255, truncated to uint8."""
-    out = img.astype(np.float32) * np.float32(alpha) + np.float32(beta)
+_UINT8 = np.arange(256, dtype=np.uint8)
+
+
+def _convert_values(values: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    out = values.astype(np.float32) * np.float32(alpha) + np.float32(beta)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _lookup(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """`lut[img]` for uint8 `img` (OpenCV's LUT where the layout allows: one pass, no index copy)."""
+    if img.flags.c_contiguous and img.ndim in (2, 3) and lut.ndim == 1:
+        return cv2.LUT(img, lut)
+    return lut[img]
+
+
+def convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """mmseg `convert`: float32 img * alpha + beta, clipped to 0-255, truncated to uint8.
+
+    A uint8 image takes the same arithmetic on its 256 possible values and looks each pixel up:
+    the same output as computing it per pixel, without three full-size float copies."""
+    if img.dtype == np.uint8:
+        return _lookup(img, _convert_values(_UINT8, alpha, beta))
+    return _convert_values(img, alpha, beta)
+
+
+def _hsv_step(img: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
+    """RGB -> HSV, `lut` on one HSV channel (the others unchanged), -> RGB."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    luts = np.stack([_UINT8] * 3, axis=-1)
+    luts[:, channel] = lut
+    return cv2.cvtColor(cv2.LUT(hsv, luts.reshape(1, 256, 3)), cv2.COLOR_HSV2RGB)
 
 
 def saturation_step(img: np.ndarray, alpha: float) -> np.ndarray:
     """Scale HSV saturation (channel 1) by alpha with `convert`'s clip/truncate; RGB in and out."""
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[:, :, 1] = convert(hsv[:, :, 1], alpha=alpha)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return _hsv_step(img, 1, _convert_values(_UINT8, alpha, 0.0))
 
 
 def hue_step(img: np.ndarray, delta: int) -> np.ndarray:
     """Shift HSV hue (channel 0, OpenCV's 0-179 scale) by delta modulo 180; RGB in and out."""
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + delta) % 180
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return _hsv_step(img, 0, ((_UINT8.astype(int) + delta) % 180).astype(np.uint8))
 
 
 def photometric(img: np.ndarray, draws: PhotoDraws) -> np.ndarray:

@@ -26,10 +26,12 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from partaware.data.errors import DataError
+from partaware.data.seg_transforms import uint8_counts
 
 # Foreground class counts (labels 1..C; 0 = background, 255 = ignore). PROTOCOL.md section 5.
 ADE20K_PART_CLASSES = 209
@@ -169,7 +171,7 @@ def load_label(path: str | os.PathLike, num_classes: int) -> np.ndarray:
             label = np.array(im, dtype=np.uint8)  # for mode P: the palette indices
     except (OSError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read label image ({e})") from e
-    values = np.unique(label)
+    values = np.flatnonzero(uint8_counts(label))  # np.unique's values, by counting
     bad = values[(values > num_classes) & (values != IGNORE)]
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
@@ -193,13 +195,41 @@ def check_size(path, size: tuple[int, int], what: str = "image") -> None:
                         "to leave it out")
 
 
+_REDUCE_ZERO = np.arange(-1, 255).astype(np.uint8)  # c -> c - 1 ...
+_REDUCE_ZERO[0] = _REDUCE_ZERO[IGNORE] = IGNORE     # ... except 0 -> 255 and 255 -> 255
+
+
 def reduce_zero_label(label: np.ndarray) -> np.ndarray:
     """mmseg's `reduce_zero_label`: 0 -> 255 (ignored), c -> c - 1, 255 stays 255."""
     label = np.asarray(label, dtype=np.uint8)
-    out = label.astype(np.int16) - 1
-    out[label == 0] = IGNORE
-    out[label == IGNORE] = IGNORE
-    return out.astype(np.uint8)
+    return cv2.LUT(label, _REDUCE_ZERO) if label.ndim == 2 and label.flags.c_contiguous else _REDUCE_ZERO[label]
+
+
+def load_seg_image(path: str | os.PathLike) -> np.ndarray:
+    """A segmentation image as (H, W, 3) uint8 RGB, decoded as the released mmseg code does
+    (mmcv `imfrombytes`, OpenCV `imdecode` in colour): a JPEG's EXIF orientation is applied."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        reason = "not found" if isinstance(e, FileNotFoundError) else f"unreadable ({e})"
+        raise DataError(f"{os.fspath(path)}: image {reason}; restore the file, or set "
+                        "`data.on_bad_image: skip` to leave it out") from None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise DataError(f"{os.fspath(path)}: image unreadable (OpenCV cannot decode it); restore the file, "
+                        "or set `data.on_bad_image: skip` to leave it out")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_same_size(image_path, image: np.ndarray, labels: Mapping[str, np.ndarray],
+                    label_paths: Mapping[str, object]) -> None:
+    """DataError naming both files when a decoded image and one of its label maps differ in size
+    (e.g. a JPEG whose EXIF orientation turns it, with a label map drawn on the unturned pixels)."""
+    for name, label in labels.items():
+        if label.shape[:2] != image.shape[:2]:
+            raise DataError(f"{label_paths[name]}: label map {name!r} is {label.shape[1]}x{label.shape[0]} px but "
+                            f"its image {image_path} decodes to {image.shape[1]}x{image.shape[0]} (after its "
+                            f"EXIF orientation, as the released code reads it); fix or remove the pair")
 
 
 def seg_view(

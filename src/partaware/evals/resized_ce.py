@@ -27,7 +27,8 @@ except ImportError:  # the unfused path needs only torch
 
 
 def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
-                          avg_non_ignore: bool = False, fused: bool | None = None) -> torch.Tensor:
+                          avg_non_ignore: bool = False, fused: bool | None = None, check: bool = True
+                          ) -> torch.Tensor:
     """Cross entropy of `logits` (B, K, h, w) bilinearly resized (align_corners=False) to the
     size of `labels` (B, H, W), summed over the pixels not labelled `ignore_index` and divided
     by the number of all pixels, as mmseg 0.x (the paper's code) does, or with
@@ -35,8 +36,11 @@ def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
 
     `fused=None` takes the Triton kernels for CUDA tensors when Triton is installed, the unfused
     torch ops otherwise; True / False force one (True on CPU tensors needs TRITON_INTERPRET=1).
+    `check=False` skips the label range check, which reads a device value (the host waits for the
+    device): for labels checked where they were read (the online loader, `load_label`).
     """
-    _check_labels(labels, logits.shape[1], ignore_index)
+    if check:
+        check_labels(labels, logits.shape[1], ignore_index)
     if fused is None:
         fused = logits.is_cuda and triton is not None
     if fused and triton is None:
@@ -52,7 +56,7 @@ def resized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
     return total / ((labels != ignore_index).sum() if avg_non_ignore else labels.numel())
 
 
-def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """F.cross_entropy would index out of range (a device assert on CUDA); say which value."""
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):

@@ -1,13 +1,9 @@
-"""Linear segmentation probe (PROTOCOL section 5) and its cached-feature trainer.
+"""The cached segmentation protocol: a linear probe (PROTOCOL section 5) trained on cached features.
 
-The head (`head`): `conv`, the released one (mmseg FCNHead with num_convs=0): ONE 1x1 conv on
-the raw concatenated block maps, weights N(0, 0.01), bias 0, no normalisation; or `bn_conv`, a
-named variant with a BatchNorm2d in front. Logits are bilinearly resized to the label size
-(align_corners=False) for the loss, trained with AdamW under mmseg's poly schedule with linear
-warm-up and cross entropy ignoring 255 (`resized_cross_entropy`: fused on a GPU so the
-label-size logits are never stored). `train_seg_probe` trains on cached features of fixed views,
-in a seeded new order every pass (`shuffled_batches`): the fast approximation of the paper's
-augmented, slide-inference mmseg runs (`partaware.seg_online`); results must say so.
+The heads, their schedule and their optimiser step are `seg_heads` (shared with the paper's
+online protocol, `partaware.seg_online`). `train_seg_probe` trains on cached features of fixed
+views, in a seeded new order every pass (`shuffled_batches`): the fast approximation of the
+paper's augmented, slide-inference mmseg runs; results must say so.
 """
 from __future__ import annotations
 
@@ -17,53 +13,18 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn as nn
 
+from ..constants import IGNORE_INDEX as IGNORE
 from ..devices import pick_device
 from ..progress import Progress
 from .metrics import confusion_matrix, per_image_counts, seg_metrics
-from .resize import bilinear_resize
-from .resized_ce import resized_cross_entropy
+from .resized_ce import check_labels
+from .seg_heads import HEADS, WARMUP_RATIO, HeadTrainer, SegHeads, SegProbe, poly_lr
+
+__all__ = ["HEADS", "IGNORE", "WARMUP_RATIO", "SegProbe", "evaluate_seg_probe", "pass_order", "poly_lr",
+           "prepare_labels", "shuffled_batches", "stack_counts", "train_seg_probe"]
 
 log = logging.getLogger(__name__)
-
-IGNORE = 255
-WARMUP_RATIO = 1e-6  # mmseg / mmcv default for linear warm-up
-HEADS = ("conv", "bn_conv")
-
-
-class SegProbe(nn.Module):
-    """feats (B, in_channels, h, w) -> logits (B, num_classes, H, W) at `size` (default h, w).
-
-    head `conv`: the released 1x1 conv alone; `bn_conv`: BatchNorm2d then the conv (a variant).
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, generator=None, head: str = "conv"):
-        super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"segmentation head {head!r} is unknown; use one of {HEADS} "
-                             f"(conv = the released head, bn_conv = BatchNorm + conv variant)")
-        self.head = head
-        self.bn = nn.BatchNorm2d(in_channels) if head == "bn_conv" else None
-        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
-        with torch.no_grad():  # mmseg's conv_seg init
-            self.conv.weight.normal_(0.0, 0.01, generator=generator)
-            self.conv.bias.zero_()
-
-    def forward(self, feats: torch.Tensor, size=None) -> torch.Tensor:
-        logits = self.conv(feats if self.bn is None else self.bn(feats))
-        if size is not None and tuple(size) != tuple(logits.shape[-2:]):
-            logits = bilinear_resize(logits, size)
-        return logits
-
-
-def poly_lr(base_lr: float, it: int, iters: int, warmup_iters: int, power: float = 1.0) -> float:
-    """mmcv's poly policy (min_lr 0) with linear warm-up from `WARMUP_RATIO` of it; `it` is
-    the 0-based iteration about to run."""
-    lr = base_lr * (1.0 - it / iters) ** power
-    if it < warmup_iters:
-        lr *= 1.0 - (1.0 - it / warmup_iters) * (1.0 - WARMUP_RATIO)
-    return lr
 
 
 def prepare_labels(labels, reduce_zero_label: bool, dev) -> torch.Tensor:
@@ -126,12 +87,11 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
     if iters < 1:
         raise ValueError("iters must be at least 1")
     dev = pick_device(device)
-    warmup_iters = min(warmup_iters, iters)
     per_pass = _takes_pass_number(train_batches)
     if not per_pass:
         log.warning("train_batches takes no pass number: every pass sees the same order; give it "
                     "an `epoch` argument (evals.segmentation.shuffled_batches) to shuffle")
-    model, opt, it, epoch = None, None, 0, 0
+    trainer, it, epoch = None, 0, 0
     progress = Progress(log, iters, "iterations", every=log_every_s)
     while it < iters:
         empty = True
@@ -140,25 +100,27 @@ def train_seg_probe(train_batches: Callable[[int], Iterable[tuple]], num_classes
             if it >= iters:
                 break
             x = _feats(feats, dev)
-            y = prepare_labels(labels, reduce_zero_label, dev)
-            if model is None:
-                model = SegProbe(x.shape[1], num_classes, torch.Generator().manual_seed(seed),
-                                 head=head).to(dev)
-                opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas),
-                                        weight_decay=weight_decay)
-            for group in opt.param_groups:
-                group["lr"] = poly_lr(lr, it, iters, warmup_iters, power)
-            loss = resized_cross_entropy(model(x), y, IGNORE, avg_non_ignore)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            y = _checked_labels(labels, reduce_zero_label, num_classes, dev)
+            if trainer is None:
+                heads = SegHeads(x.shape[1], {"probe": num_classes}, {"probe": seed}, head=head).to(dev)
+                trainer = HeadTrainer(heads, iters, lr, betas, weight_decay, warmup_iters, power, avg_non_ignore)
+            loss = trainer.step(x, [y], it)
             it += 1
             if progress.due(it):  # reading the loss waits for the device: only when logging
-                progress.update(it, f"loss {float(loss.detach()):.4f}")
+                progress.update(it, f"loss {float(loss[0]):.4f}")
         if empty:
             raise ValueError("train_batches yielded nothing")
         epoch += 1
-    return model
+    return trainer.heads.probes()["probe"]
+
+
+def _checked_labels(labels, reduce_zero_label: bool, num_classes: int, dev) -> torch.Tensor:
+    """`prepare_labels`, range-checked on the host before the copy (labels on a device are checked
+    there), so the training step itself never waits for the device."""
+    on_host = not (isinstance(labels, torch.Tensor) and labels.device.type != "cpu")
+    y = prepare_labels(labels, reduce_zero_label, "cpu" if on_host else dev)
+    check_labels(y, num_classes, IGNORE)
+    return y.to(dev, non_blocking=True) if on_host else y
 
 
 @torch.no_grad()

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.images import load_rgb
-from ..data.segfolder import load_label, reduce_zero_label
+from ..data.segfolder import check_same_size, load_label, load_seg_image, reduce_zero_label
 
 # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used it
 # can hang in its first cv2 call. One thread per process; the workers are the parallelism.
@@ -45,6 +44,15 @@ def load_labels(sample: Mapping, label_sets: Mapping[str, int]) -> dict[str, np.
     """Every label set of a sample, checked (`load_label`) and `reduce_zero_label`'d, in order."""
     return {name: reduce_zero_label(load_label(sample[name], classes))
             for name, classes in label_sets.items()}
+
+
+def load_pair(sample: Mapping, label_sets: Mapping[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A sample's image (decoded as the released code does, `load_seg_image`) and its label maps
+    (`load_labels`), checked to be of one size."""
+    img = load_seg_image(sample["img"])
+    labels = load_labels(sample, label_sets)
+    check_same_size(sample["img"], img, labels, sample)
+    return img, labels
 
 
 class SegDraws(Dataset):
@@ -77,9 +85,8 @@ class SegDraws(Dataset):
 
     def __getitem__(self, draw: int):
         sample = self.samples[self._image(int(draw))]
-        img = np.asarray(load_rgb(sample["img"]))
-        img, labels, hw = self.pipeline.train_view(img, load_labels(sample, self.label_sets),
-                                                   view_rng(int(draw), self.seed))
+        img, labels = load_pair(sample, self.label_sets)
+        img, labels, hw = self.pipeline.train_view(img, labels, view_rng(int(draw), self.seed))
         stacked = np.stack([labels[name] for name in self.label_sets])
         return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(stacked), torch.tensor(hw)
 

@@ -11,16 +11,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.errors import DataError
-from ..data.images import load_rgb
 from ..data.seg_pipeline import normalise_and_pad
 from ..devices import resolve_device
 from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
 from ..evals.segmentation import IGNORE, stack_counts
 from ..evals.slide import resize_argmax, slide_inference
 from ..progress import Progress
-from .draws import load_labels
-from .train import amp_dtype, encode, mean_std_255
+from .draws import load_pair
+from .forward import block_maps, lowp_weights
+from .train import amp_dtype, mean_std_255
 
 
 log = logging.getLogger(__name__)
@@ -37,12 +36,7 @@ class TestViews(Dataset):
 
     def __getitem__(self, i: int):
         sample = self.samples[i]
-        img = np.asarray(load_rgb(sample["img"]))
-        labels = load_labels(sample, self.label_sets)
-        for name, lab in labels.items():
-            if lab.shape != img.shape[:2]:
-                raise DataError(f"{sample[name]}: label size {lab.shape} differs from image {sample['img']} "
-                                f"size {img.shape[:2]}")
+        img, labels = load_pair(sample, self.label_sets)
         view = np.ascontiguousarray(self.pipeline.test_view(img))
         return torch.from_numpy(view), torch.from_numpy(np.stack([labels[n] for n in self.label_sets]))
 
@@ -72,19 +66,20 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
     counts = {n: [] for n in names}
 
     def forward(windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = encode(encoder, windows, blocks, dev, amp)
+        feats = block_maps(encoder, windows, blocks, amp)
         return {n: heads[n](feats) for n in names}
 
     loader = DataLoader(TestViews(samples, label_sets, pipeline), batch_size=None, num_workers=num_workers)
     progress = Progress(log, len(samples), "test images", every=log_every_s)
-    for done, (view, labels) in enumerate(loader, 1):
-        h, w = view.shape[:2]
-        x = normalise_and_pad(view[None].to(dev), [[h, w]], mean, std)
-        logits = slide_inference(forward, x, pipeline.crop, pipeline.stride, window_batch)
-        labels = labels.to(dev)
-        for i, n in enumerate(names):
-            pred = resize_argmax(logits[n], labels.shape[-2:])[0]
-            conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
-            counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
-        progress.update(done)
+    with lowp_weights(encoder, amp):
+        for done, (view, labels) in enumerate(loader, 1):
+            h, w = view.shape[:2]
+            x = normalise_and_pad(view[None].to(dev), [[h, w]], mean, std)
+            logits = slide_inference(forward, x, pipeline.crop, pipeline.stride, window_batch)
+            labels = labels.to(dev)
+            for i, n in enumerate(names):
+                pred = resize_argmax(logits[n], labels.shape[-2:])[0]
+                conf[n] += confusion_matrix(pred, labels[i], label_sets[n], IGNORE)
+                counts[n].append([t.cpu() for t in per_image_counts(pred, labels[i], label_sets[n], IGNORE)])
+            progress.update(done)
     return {n: {**seg_metrics(conf[n]), "per_image": stack_counts(counts[n], label_sets[n])} for n in names}

@@ -80,9 +80,9 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
         batch_size=sc["batch_size"], lr=sc["lr"], weight_decay=sc["weight_decay"],
         warmup_iters=sc["warmup_iters"], power=sc["power"], avg_non_ignore=sc["avg_non_ignore"],
         head=sc["head"], seed=cfg["seed"], device=device, amp=amp, num_workers=workers,
-        checkpoint_path=state, checkpoint_every=sc["checkpoint_every"],
+        state_path=state, save_every=sc["checkpoint_every"],
         resume_key=resume_key(cfg, dataset, model, encoder.checkpoint_sha256 or ""),
-        log_every_s=sc["log_every_s"])
+        log_every_s=sc["log_every_s"], forward_batch=sc["forward_batch"], compile=sc["compile"])
     metrics = evaluate_online(encoder, heads, val, label_sets, pipeline, ds["blocks"], device=device, amp=amp,
                               num_workers=workers, window_batch=sc["window_batch"], log_every_s=sc["log_every_s"])
     ctx, protocol = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
