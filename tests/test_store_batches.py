@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from partaware.evaluate import attentive_rows
 from partaware.store import StoreWriter, open_store
+from partaware.store.errors import StoreError
 from partaware.store_batches import StoreBatches, batch_bounds, epoch_permutation
+from partaware.tasks.attentive import attentive_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,7 +112,7 @@ def test_stopping_early_ends_the_prefetch_thread_and_errors_reach_the_caller(sto
 
 
 def test_unknown_array_and_negative_seed_are_refused(store):
-    with pytest.raises(KeyError, match="no array 'layers/4'"):
+    with pytest.raises(StoreError, match="no array 'layers/4'"):
         StoreBatches(store, "layers/4", 8)
     with pytest.raises(ValueError, match="seed -1"):
         list(StoreBatches(store, "tokens", 8).epochs(-1)())

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from partaware.atomic import atomic_path
+from partaware.constants import IGNORE_INDEX as IGNORE
 from partaware.data.errors import DataError
 
 # Foreground class counts (labels 1..C; 0 = background, 255 = ignore). PROTOCOL.md section 5.
@@ -45,7 +47,6 @@ NUM_CLASSES = {
     "lip": LIP_CLASSES,
 }
 
-IGNORE = 255
 _RESERVED_KEYS = {"id", "img"}
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
@@ -231,23 +232,11 @@ def seg_view(
 
 def atomic_save(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
     """Save via a temporary file and one rename, so a killed job never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format=_FORMATS[path.suffix.lower()], **save_kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=_FORMATS[Path(path).suffix.lower()], **save_kwargs)
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy bytes unchanged (no JPEG re-encoding) via a temporary file and one rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)

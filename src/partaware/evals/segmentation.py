@@ -19,15 +19,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..constants import IGNORE_INDEX as IGNORE
 from ..devices import pick_device
 from ..progress import Progress
+from .batching import epoch_permutation
 from .metrics import confusion_matrix, per_image_counts, seg_metrics
 from .resize import bilinear_resize
 from .resized_ce import resized_cross_entropy
 
 log = logging.getLogger(__name__)
 
-IGNORE = 255
 WARMUP_RATIO = 1e-6  # mmseg / mmcv default for linear warm-up
 HEADS = ("conv", "bn_conv")
 
@@ -82,7 +83,7 @@ def _feats(feats, dev) -> torch.Tensor:
 
 def pass_order(n_rows: int, epoch: int, seed: int) -> np.ndarray:
     """The row order of pass `epoch`: a seeded permutation, new every pass, fixed per (seed, epoch)."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n_rows))
+    return epoch_permutation(int(n_rows), int(seed), int(epoch))
 
 
 def shuffled_batches(read_rows: Callable[[np.ndarray], tuple], n_rows: int, batch_size: int,
