@@ -159,7 +159,7 @@ def test_a_paired_difference_is_seen_where_unpaired_intervals_overlap():
 def rows_of(model, ap, images, labels, stats=STATS):
     ctx = {"dataset": "toy", "model": model, "group": "g", "weights": "w"}
     summary = summarise(ap, labels)
-    rows = [result_row(ctx, "retrieval", "mean", m, 100 * summary[m], len(ap), protocol="paper (query included)")
+    rows = [result_row(ctx, "retrieval", "mean", m, 100 * summary[m], len(ap), protocol="paper", notes="query included")
             for m in ("AP", "mAP")]
     return attach(rows, BS.retrieval_sums(ap, images, labels), stats)
 

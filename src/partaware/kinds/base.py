@@ -101,9 +101,16 @@ class Kind:
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         raise NotImplementedError
 
+    def readers(self, ds: dict, split: str) -> list:
+        """The dataset's tasks that read a store of this split."""
+        from .. import tasks
+
+        return [t for t in map(tasks.get, ds["tasks"]) if split in t.splits(self, ds, None)]
+
     def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """Whether a store of this split holds per-block summaries (`extract.blocks_summary`)."""
-        return False
+        """Whether a store of this split holds per-block summaries (`extract.blocks_summary`):
+        where a task that evaluates them (`Task.block_summaries`) reads it."""
+        return any(t.block_summaries for t in self.readers(ds, split))
 
     def generate_demo(self, ds: dict, out: Path) -> None:
         raise NotImplementedError(f"kind {self.name} has no demo generator")

@@ -89,10 +89,6 @@ class ImageFolder(Kind):
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         return ["cls", "mean"] + (["tokens"] if self._folder(ds, split)[1] else [])
 
-    def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """`extract.blocks_summary` goes to the logistic probe's stores (not the attentive subsets)."""
-        return "logistic" in ds["tasks"] and not self._folder(ds, split)[1]
-
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [ds["root"]] if "demo" in ds else []
 

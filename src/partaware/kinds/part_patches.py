@@ -35,14 +35,9 @@ class PartKind(Kind):
         return ["all"] if role == "gallery" else ["train", "test"]
 
     def store_arrays(self, ds: dict, split: str) -> list[str]:
+        """`cls`, `mean`, `proj`, then what the tasks reading the split need besides (`Task.arrays`)."""
         wanted = ["cls", "mean", "proj"]
-        if "attentive" in ds["tasks"] and split in ("train", "test"):
-            wanted.append("tokens")
-        return wanted
-
-    def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """`extract.blocks_summary` goes to the stores retrieval (`all`) or the logistic probe read."""
-        return "retrieval" in ds["tasks"] if split == "all" else "logistic" in ds["tasks"]
+        return wanted + [a for t in self.readers(ds, split) for a in t.arrays if a not in wanted]
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [f"results/index/{ds['name']}/{split}.parquet"]

@@ -53,6 +53,7 @@ class Attentive(Task):
     name = "attentive"
     section = "attentive"
     role = "tokens"
+    arrays = ("tokens",)
     protocol = "paper"
     metrics = TOP1
     headline = {"top1_best_epoch": ("top-1 accuracy (%)", "attentive")}

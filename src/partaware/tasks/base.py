@@ -20,6 +20,8 @@ class Task:
     metrics: dict = {}             # metric name of its rows -> bootstrap statistic (evals.bootstrap.STATISTICS)
     headline: dict = {}            # metric -> (summary panel family, bar group template) in figures/summary.py
     runs_from_stores: bool = True  # `partaware evaluate --task <name>` computes rows (False: figures only)
+    arrays: tuple = ()             # store arrays it needs beyond a kind's own (e.g. `tokens`)
+    block_summaries: bool = False  # it evaluates per-block summaries (`extract.blocks_summary`) of its stores
 
     def splits(self, kind, ds: dict, cfg: dict | None) -> list[str]:
         """The stores (split names) it reads from a dataset of this kind, in order; [] = not run there.

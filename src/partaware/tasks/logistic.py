@@ -34,6 +34,7 @@ class Logistic(Task):
     name = "logistic"
     section = "logistic"
     role = "pair"
+    block_summaries = True
     protocol = "variant"
     metrics = {"top1": "top1"}
     headline = {"top1": ("top-1 accuracy (%)", "logistic")}

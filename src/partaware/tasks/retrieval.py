@@ -50,6 +50,7 @@ class Retrieval(Task):
     name = "retrieval"
     section = "retrieval"
     role = "gallery"
+    block_summaries = True
     protocol = "paper"
     metrics = {"AP": "AP", "mAP": "mAP"}
     headline = {"AP": ("retrieval AP (%)", "{feature}")}
