@@ -142,7 +142,7 @@ def test_attentive_rows_state_bn_grouping(tmp_path, monkeypatch):
         whole = attentive_rows(cfg, ctx, train, test)
     assert seen["train"] == [16, 16, 14] and seen["bn_group"] is None
     assert seen["test"] == [r * 5 // 21 for r in range(21) if r != 2]  # stored order
-    assert [r["protocol"] for r in rows] == ["paper (best test epoch); BN over groups of 128",
-                                             "last epoch; BN over groups of 128"]
-    assert whole[0]["protocol"] == "paper (best test epoch); BN over the whole batch"
+    assert [(r["protocol"], r["notes"]) for r in rows] == [("paper", "best test epoch; BN over groups of 128"),
+                                                           ("variant", "last epoch; BN over groups of 128")]
+    assert whole[0]["notes"] == "best test epoch; BN over the whole batch"
     assert rows[0]["n"] == 20 and rows[0]["skipped"] == 5
