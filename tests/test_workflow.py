@@ -33,6 +33,8 @@ def test_table_has_every_measurement(finished_run):
     assert set(table.loc[table.task == "segmentation", "label_set"]) == {"part", "object"}
     seg = table[table.task == "segmentation"]
     assert set(seg["protocol"]) == {"paper", "cached"}  # both, side by side
+    assert set(table["protocol"]) <= {"paper", "cached", "variant", "exact"}  # the enum; details in notes
+    assert table["notes"].notna().all()
     assert seg.groupby(["label_set", "model", "metric"]).size().eq(2).all()
     assert set(table.loc[table.task == "retrieval", "metric"]) == {"AP", "mAP"}
     assert set(table.loc[table.task == "linear", "seed"]) == {0, 1}
