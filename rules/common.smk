@@ -5,6 +5,8 @@ import sys
 
 from partaware import config as C
 from partaware import kinds
+from partaware import specs
+from partaware import tasks
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 from partaware.figures.patch_retrieval import patch_settings, projected_model
 
@@ -30,33 +32,26 @@ SHARDS = CFG["extract"]["shards"]
 # Run-time knobs reach the jobs through the environment, not their params, so changing them
 # reruns nothing (a cluster job re-reads the config and sets the same variable).
 RUNTIME = {"device": CFG["device"]}
-RUNTIME.update({section: {k: CFG[section][k] for k in keys} for section, keys in C.RUNTIME_KEYS.items() if section})
+RUNTIME.update({section: {k: CFG[section][k] for k in keys} for section, keys in C.runtime_keys().items() if section})
 os.environ.update(PARTAWARE_RUNTIME=json.dumps(RUNTIME))
 
 
 def spec(*, dataset=None, model=None, sections=()):
-    """The part of the config a job depends on (its params: a change reruns the job). Run-time
-    knobs are left out; the job fills them from the schema's defaults or $PARTAWARE_RUNTIME."""
-    out = {k: CFG[k] for k in ("seed", "cache", "data", *sections)}
-    out["extract"] = {k: CFG["extract"][k] for k in ("shards", "precision")}
-    if dataset and block_summaries(dataset):  # only its jobs rerun when the setting changes
-        out["extract"]["blocks_summary"] = CFG["extract"]["blocks_summary"]
-    for section in sections:
-        out[section] = {k: v for k, v in CFG[section].items() if k not in C.RUNTIME_KEYS.get(section, ())}
-    out["datasets"] = {dataset: CFG["datasets"][dataset]} if dataset else {}
-    out["models"] = {model: CFG["models"][model]} if model else {}
-    return json.dumps(out, sort_keys=True)
+    """The part of the config a job depends on (its params: a change reruns the job); see `partaware.specs`."""
+    return json.dumps(specs.job_spec(CFG, dataset=dataset, model=model, sections=sections), sort_keys=True)
 
 
-DATA_KEYS = ("kind", "name", "root", "demo")
-INDEX_KEYS = DATA_KEYS + ("train", "test", "parts", "max_images")
+def task_spec(dataset, model, task):
+    """An evaluation job's spec: the task's own sections (`partaware.tasks`)."""
+    return json.dumps(specs.task_spec(CFG, dataset, model, task), sort_keys=True)
+
+
+DATA_KEYS, INDEX_KEYS = specs.DATA_KEYS, specs.INDEX_KEYS
 
 
 def narrow_spec(*, dataset, keys, sections=()):
     """A spec holding only some keys of one dataset (the demo data and index ignore transforms)."""
-    ds = {k: v for k, v in CFG["datasets"][dataset].items() if k in keys}
-    out = {k: CFG[k] for k in ("seed", *sections)}
-    return json.dumps({**out, "datasets": {dataset: ds}, "models": {}}, sort_keys=True)
+    return json.dumps(specs.narrow_spec(CFG, dataset=dataset, keys=keys, sections=sections), sort_keys=True)
 
 
 def checkpoint_spec(model):
@@ -117,7 +112,7 @@ def shard_number(wildcards):
 
 def eval_stores(wildcards):
     ds = CFG["datasets"][wildcards.dataset]
-    return [store_path(wildcards.dataset, wildcards.model, s) for s in C.task_splits(ds, wildcards.task)]
+    return [store_path(wildcards.dataset, wildcards.model, s) for s in C.task_splits(ds, wildcards.task, CFG)]
 
 
 def store_targets():
@@ -227,5 +222,5 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_\-]+",
     model=r"[A-Za-z0-9_\-]+",
     split=r"[A-Za-z0-9_\-]+",
-    task=r"retrieval|linear|attentive|logistic|segmentation",
+    task="|".join(tasks.evaluated()),
     shard=r"(\.shard\d+of\d+)?",

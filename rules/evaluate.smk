@@ -1,8 +1,7 @@
 # Evaluations from the cache: retrieval, probes, segmentation. They never run an encoder.
 
-# `stats`: the bootstrap's settings (its intervals and per-image sidecar `<task>_stats.npz`)
-TASK_SECTIONS = {"retrieval": ("retrieval", "stats"), "linear": ("linear", "stats"), "attentive": ("attentive", "stats"),
-                 "logistic": ("logistic", "stats"), "segmentation": ("segmentation", "stats")}
+# Each task's spec holds its config section and `stats`, the bootstrap's settings (its intervals
+# and per-image sidecar `<task>_stats.npz`); see partaware.tasks and partaware.specs.
 
 
 rule evaluate:
@@ -11,7 +10,7 @@ rule evaluate:
     output:
         "results/evals/{dataset}/{model}/{task}.csv",
     params:
-        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model, sections=TASK_SECTIONS[wc.task]),
+        spec=lambda wc: task_spec(wc.dataset, wc.model, wc.task),
     log:
         "results/logs/evaluate/{dataset}/{model}/{task}.log",
     benchmark:
@@ -39,7 +38,7 @@ rule segment:
         csv="results/evals/{dataset}/{model}/segmentation_paper.csv",
         per_class="results/evals/{dataset}/{model}/segmentation_paper_per_class.csv",
     params:
-        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model, sections=("segmentation", "stats")),
+        spec=lambda wc: task_spec(wc.dataset, wc.model, "segmentation"),
         checkpoint=checkpoint_arg,
         state="results/state/segment/{dataset}/{model}.pt",
     log:

@@ -16,7 +16,7 @@ from PIL import Image
 from partaware import blocks as B
 from partaware import cli
 from partaware import config as C
-from partaware import evaluate as EV
+from partaware import tasks
 from partaware import extract as E
 from partaware.data.demo import generate_demo_cub
 from partaware.data.images import crop_patch, load_rgb, patch_transform
@@ -260,7 +260,7 @@ def test_retrieval_rows_per_block(tmp_path):
     labels = np.repeat(np.arange(4), 6)
     arrays = block_arrays(labels, rng)
     with synthetic_store(tmp_path / "all.h5", labels, arrays) as store:
-        rows = pd.DataFrame(EV.retrieval_rows(EVAL_CFG, CTX, store))
+        rows = pd.DataFrame(tasks.get("retrieval").rows(EVAL_CFG, CTX, [store])[0])
     features = ["mean", "cls", "proj", "block 1 mean", "block 1 cls", "block 2 mean", "block 2 cls"]
     assert rows["feature"].drop_duplicates().tolist() == features
     ap = rows[rows["metric"] == "AP"].set_index("feature")["value"]
@@ -279,7 +279,7 @@ def test_logistic_rows_per_block_keep_the_final_cls_row(tmp_path):
     del test_arrays["blocks/2/cls"]  # a summary only one store holds is not probed
     with synthetic_store(tmp_path / "train.h5", ytr, train_arrays) as train, \
             synthetic_store(tmp_path / "test.h5", yte, test_arrays) as test:
-        rows = pd.DataFrame(EV.logistic_rows(EVAL_CFG, CTX, train, test))
+        rows = pd.DataFrame(tasks.get("logistic").rows(EVAL_CFG, CTX, [train, test])[0])
     assert rows["feature"].tolist() == ["cls", "block 1 mean", "block 1 cls", "block 2 mean"]
     assert set(rows["metric"]) == {"top1"} and set(rows["n"]) == {18}
     acc = rows.set_index("feature")["value"]

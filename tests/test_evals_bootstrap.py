@@ -159,7 +159,7 @@ def test_a_paired_difference_is_seen_where_unpaired_intervals_overlap():
 def rows_of(model, ap, images, labels, stats=STATS):
     ctx = {"dataset": "toy", "model": model, "group": "g", "weights": "w"}
     summary = summarise(ap, labels)
-    rows = [result_row(ctx, "retrieval", "mean", m, 100 * summary[m], len(ap), protocol="paper (query included)")
+    rows = [result_row(ctx, "retrieval", "mean", m, 100 * summary[m], len(ap), protocol="paper", notes="query included")
             for m in ("AP", "mAP")]
     return attach(rows, BS.retrieval_sums(ap, images, labels), stats)
 
@@ -229,7 +229,8 @@ def test_demo_evaluations_give_intervals_around_their_values(tmp_path, one_torch
     evaluation: part stores hold each row's image id (the index's `image_id`), every row's
     interval holds its value, the sidecars pair up, and table.md shows brackets."""
     from partaware import config as C
-    from partaware import evaluate as E
+    from partaware import tasks
+    from partaware.results import context
     from partaware.data.demo import generate_demo_cub
     from partaware.data.demo_seg import generate_demo_seg
     from partaware.data.parts import select_split, write_index
@@ -269,14 +270,14 @@ def test_demo_evaluations_give_intervals_around_their_values(tmp_path, one_torch
             images = s.read("image")
         expected = select_split(index, "all").set_index("row")["image_id"]
         assert np.array_equal(images, expected.loc[np.arange(len(images))].to_numpy())
-        ctx = E.context(cfg, "parts", model)
+        ctx = context(cfg, "parts", model)
         opened = {k: open_store(p) for k, p in stores.items()}
-        runs = {"retrieval": E.retrieval_rows(cfg, ctx, opened["all"]),
-                "linear": E.linear_rows(cfg, ctx, opened["train"], opened["test"]),
-                "attentive": E.attentive_rows(cfg, ctx, opened["train"], opened["test"]),
-                "logistic": E.logistic_rows(cfg, ctx, opened["train"], opened["test"]),
-                "segmentation": E.segmentation_rows(cfg, E.context(cfg, "seg", model), opened["seg_train"],
-                                                    opened["seg_val"])[0]}
+        runs = {"retrieval": tasks.get("retrieval").rows(cfg, ctx, [opened["all"]])[0],
+                "linear": tasks.get("linear").rows(cfg, ctx, [opened["train"], opened["test"]])[0],
+                "attentive": tasks.get("attentive").rows(cfg, ctx, [opened["train"], opened["test"]])[0],
+                "logistic": tasks.get("logistic").rows(cfg, ctx, [opened["train"], opened["test"]])[0],
+                "segmentation": tasks.get("segmentation").rows(cfg, context(cfg, "seg", model), [opened["seg_train"],
+                                                                                            opened["seg_val"]])[0]}
         for store in opened.values():
             store.close()
         for task, rows in runs.items():
@@ -301,7 +302,8 @@ def test_stores_without_image_ids_still_evaluate_without_intervals(tmp_path, cap
     (and says why); an image folder's rows are its images, so `row` serves there."""
     import logging
 
-    from partaware import evaluate as E
+    from partaware import tasks
+    from partaware.results import context
     from partaware.store import StoreWriter, open_store
 
     rng = np.random.default_rng(10)
@@ -314,9 +316,9 @@ def test_stores_without_image_ids_still_evaluate_without_intervals(tmp_path, cap
     writer.publish()
     cfg = {"device": "cpu", "retrieval": {"features": ["mean"], "exclude_self": False, "memory_mb": 64},
            "stats": STATS, "datasets": {"parts": {"kind": "cub"}, "folder": {"kind": "imagefolder"}}}
-    with open_store(tmp_path / "all.h5") as store, caplog.at_level(logging.INFO, logger="partaware.evaluate"):
-        parts = E.retrieval_rows(cfg, {"dataset": "parts", "model": "m", "group": "", "weights": "w"}, store)
-        folder = E.retrieval_rows(cfg, {"dataset": "folder", "model": "m", "group": "", "weights": "w"}, store)
+    with open_store(tmp_path / "all.h5") as store, caplog.at_level(logging.INFO, logger="partaware.tasks.common"):
+        parts = tasks.get("retrieval").rows(cfg, {"dataset": "parts", "model": "m", "group": "", "weights": "w"}, [store])[0]
+        folder = tasks.get("retrieval").rows(cfg, {"dataset": "folder", "model": "m", "group": "", "weights": "w"}, [store])[0]
     assert all(np.isnan(r["ci_low"]) and "_sums" not in r for r in parts) and parts[0]["value"] > 0
     assert "holds no image ids" in caplog.text and "delete the store and rerun" in caplog.text
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in folder)

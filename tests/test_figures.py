@@ -201,7 +201,7 @@ def test_figure_maps_cli(seg_data, tmp_path):
 # --------------------------------------------------------------------------------- paper + table
 def _rows(dataset, task, feature, metric, values, label_set="part", weights="checkpoint", seeds=(0,)):
     return [{"dataset": dataset, "task": task, "model": m, "group": "", "weights": weights,
-             "feature": feature, "label_set": label_set, "protocol": "paper (as the test says)", "metric": metric,
+             "feature": feature, "label_set": label_set, "protocol": "paper", "metric": metric,
              "value": v + 0.2 * s, "n": 10, "seed": s, "skipped": 0}
             for m, v in values.items() for s in seeds]
 

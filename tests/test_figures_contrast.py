@@ -17,8 +17,7 @@ from partaware.report import contrast_section, write_table
 
 from workflow_runner import REPO, planned_jobs
 
-PAPER_PROTOCOL = "paper: augmented online training, slide inference at full resolution; 1x1 conv head"
-CACHED = "cached: one fixed view per image, shuffled (a fast screen, not the paper's protocol); 1x1 conv head"
+PAPER_PROTOCOL, CACHED = "paper", "cached"  # the protocol column (results.PROTOCOLS)
 
 
 def _rows(dataset, label_set, values: dict, protocol=PAPER_PROTOCOL, seeds=(0,), metric="mIoU"):

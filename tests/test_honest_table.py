@@ -22,7 +22,8 @@ STATS = {"bootstrap": 200, "level": 0.95, "seed": 0}
 # --------------------------------------------------------------------------- a dataset mostly skipped
 def test_dataset_with_90_percent_of_images_missing_is_marked_and_warned(tmp_path, caplog, one_torch_thread):
     from partaware import config as C
-    from partaware import evaluate as E
+    from partaware.tasks import retrieval as E
+    from partaware.results import context
     from partaware.data.demo import generate_demo_cub
     from partaware.data.parts import select_split, write_index
     from partaware.extract import extract
@@ -48,7 +49,7 @@ def test_dataset_with_90_percent_of_images_missing_is_marked_and_warned(tmp_path
     with open_store(store_path) as store, caplog.at_level(logging.WARNING):
         valid = store.read("valid").astype(bool)
         labels = store.read("label")[valid]
-        rows = E.retrieval_rows(cfg, E.context(cfg, "birds", "rnd"), store)
+        rows = E.retrieval_rows(cfg, context(cfg, "birds", "rnd"), store)
     csv = tmp_path / "evals" / "retrieval.csv"
     write_results(rows, csv, cfg["stats"])
 
@@ -190,14 +191,15 @@ def _retrieval_store(path, labels, images):
     ([4, 7, 9], [0, 0, 0], False),  # COCO's case: 3 patches of one image, each its own only positive
 ])
 def test_retrieval_rows_count_and_explain_self_only_queries(tmp_path, caplog, labels, images, expect_value):
-    from partaware import evaluate as E
+    from partaware.tasks import retrieval as E
+    from partaware.results import context
     from partaware.store import open_store
 
     cfg = {"device": "cpu", "datasets": {"toy": {}}, "models": {"m": {"weights": "random"}},
            "retrieval": {"features": ["mean"], "exclude_self": True, "memory_mb": 16}, "stats": STATS}
     path = _retrieval_store(tmp_path / "all.zarr", labels, images)
     with open_store(path) as store, caplog.at_level(logging.WARNING):
-        rows = E.retrieval_rows(cfg, E.context(cfg, "toy", "m"), store)
+        rows = E.retrieval_rows(cfg, context(cfg, "toy", "m"), store)
     n_self = int(self_only_queries(np.array(labels)).sum())
     assert all(r["degenerate"] == n_self for r in rows)
     messages = [r.getMessage() for r in caplog.records if "no other positive" in r.getMessage()]

@@ -196,10 +196,11 @@ def test_extraction_and_the_three_probes_through_the_cli(folder, tmp_path, capsy
         assert set(rows["label_set"]) == {"object"} and set(rows["dataset"]) == {"imgs"}
         view = "cached fixed view: resize shorter 40, centre crop 32"
         subset = "; the first 2 images per class (the paper: all)" if task == "attentive" else ""
-        assert rows["protocol"].str.endswith(view + subset).all(), rows["protocol"].tolist()
+        assert rows["notes"].str.endswith(view + subset).all(), rows["notes"].tolist()
         assert rows["value"].between(0, 100).all()
     assert list(results["linear"]["n"]) == [9, 9] and list(results["attentive"]["n"]) == [6, 6]
-    assert results["linear"]["protocol"][0].startswith("paper (best test epoch)")
+    assert results["linear"]["protocol"][0] == "paper"
+    assert results["linear"]["notes"][0].startswith("best test epoch")
     assert results["logistic"]["metric"].tolist() == ["top1"]
 
     # the rows as the paper's models and dataset would write them pick up Table 1's values

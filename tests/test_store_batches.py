@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from partaware.evaluate import attentive_rows
 from partaware.store import StoreWriter, open_store
+from partaware.store.errors import StoreError
 from partaware.store_batches import StoreBatches, batch_bounds, epoch_permutation
+from partaware.tasks.attentive import attentive_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,7 +112,7 @@ def test_stopping_early_ends_the_prefetch_thread_and_errors_reach_the_caller(sto
 
 
 def test_unknown_array_and_negative_seed_are_refused(store):
-    with pytest.raises(KeyError, match="no array 'layers/4'"):
+    with pytest.raises(StoreError, match="no array 'layers/4'"):
         StoreBatches(store, "layers/4", 8)
     with pytest.raises(ValueError, match="seed -1"):
         list(StoreBatches(store, "tokens", 8).epochs(-1)())
@@ -141,7 +142,7 @@ def test_attentive_rows_state_bn_grouping(tmp_path, monkeypatch):
         whole = attentive_rows(cfg, ctx, train, test)
     assert seen["train"] == [16, 16, 14] and seen["bn_group"] is None
     assert seen["test"] == [r * 5 // 21 for r in range(21) if r != 2]  # stored order
-    assert [r["protocol"] for r in rows] == ["paper (best test epoch); BN over groups of 128",
-                                             "last epoch; BN over groups of 128"]
-    assert whole[0]["protocol"] == "paper (best test epoch); BN over the whole batch"
+    assert [(r["protocol"], r["notes"]) for r in rows] == [("paper", "best test epoch; BN over groups of 128"),
+                                                           ("variant", "last epoch; BN over groups of 128")]
+    assert whole[0]["notes"] == "best test epoch; BN over the whole batch"
     assert rows[0]["n"] == 20 and rows[0]["skipped"] == 5

@@ -32,7 +32,9 @@ def test_table_has_every_measurement(finished_run):
     assert set(table["task"]) == {"retrieval", "linear", "attentive", "logistic", "segmentation"}
     assert set(table.loc[table.task == "segmentation", "label_set"]) == {"part", "object"}
     seg = table[table.task == "segmentation"]
-    assert set(seg["protocol"].str.split(":").str[0]) == {"paper", "cached"}  # both, side by side
+    assert set(seg["protocol"]) == {"paper", "cached"}  # both, side by side
+    assert set(table["protocol"]) <= {"paper", "cached", "variant", "exact"}  # the enum; details in notes
+    assert table["notes"].notna().all()
     assert seg.groupby(["label_set", "model", "metric"]).size().eq(2).all()
     assert set(table.loc[table.task == "retrieval", "metric"]) == {"AP", "mAP"}
     assert set(table.loc[table.task == "linear", "seed"]) == {0, 1}
@@ -96,7 +98,7 @@ def test_sharded_extraction_gives_the_same_table(finished_run, tmp_path):
     features = tmp_path / "results" / "features" / "demo_parts" / "tiny_a"
     assert (features / "all.shard0of2.zarr").is_dir() and (features / "all.shard1of2.zarr").is_dir()
     one = pd.read_csv(finished_run / "results" / "table.csv")
-    one = one[~one["protocol"].str.startswith("paper: augmented")]  # the online segmentation rows
+    one = one[~((one["task"] == "segmentation") & (one["protocol"] == "paper"))]  # the online segmentation rows
     two = pd.read_csv(tmp_path / "results" / "table.csv")
     keys = ["dataset", "task", "label_set", "model", "feature", "protocol", "metric", "seed"]
     merged = one.merge(two, on=keys, suffixes=("_one", "_two"))
@@ -128,7 +130,8 @@ def test_probes_read_the_cache_and_never_run_an_encoder(finished_run, monkeypatc
     import timm
 
     from partaware import config as C
-    from partaware import evaluate as E
+    from partaware import tasks
+    from partaware.results import context
     from partaware.models import encoder
     from partaware.store import open_store
 
@@ -139,9 +142,9 @@ def test_probes_read_the_cache_and_never_run_an_encoder(finished_run, monkeypatc
     monkeypatch.setattr(encoder, "build_encoder", no_encoder)
     monkeypatch.chdir(finished_run)
     cfg = C.validate(copy.deepcopy(TINY))
-    ctx = E.context(cfg, "demo_parts", "tiny_a")
+    ctx = context(cfg, "demo_parts", "tiny_a")
     features = Path("results/features/demo_parts/tiny_a")
     with open_store(features / "train.zarr") as train, open_store(features / "test.zarr") as test:
-        rows = E.attentive_rows(cfg, ctx, train, test) + E.linear_rows(cfg, ctx, train, test)
+        rows = tasks.get("attentive").rows(cfg, ctx, [train, test])[0] + tasks.get("linear").rows(cfg, ctx, [train, test])[0]
     assert {r["task"] for r in rows} == {"attentive", "linear"}
     assert all(0 <= r["value"] <= 100 for r in rows)

@@ -35,6 +35,11 @@ def _spec(args) -> dict:
         else:
             spec[key] = value
     spec = C.fill_spec(spec)
+    for key, section in (("dataset", "datasets"), ("model", "models")):
+        name = getattr(args, key, None)
+        if name is not None and name not in (spec.get(section) or {}):
+            raise C.ConfigError(f"--{key} {name}: not in the spec's {section} ({', '.join(spec.get(section) or {})}"
+                                f"); name one of them, or add it to the --spec JSON")
     if getattr(args, "threads", None):
         import torch
 
@@ -105,24 +110,21 @@ def cmd_gather_shards(args):
 
 
 def cmd_evaluate(args):
-    from . import evaluate as E
+    from . import tasks
+    from .results import context
     from .store import open_store
 
+    task = tasks.get(args.task)  # an unknown task: one config error naming the known ones
+    if not task.runs_from_stores:
+        raise C.ConfigError(f"--task {args.task}: computes no result rows (figures only); use one of "
+                            f"{', '.join(tasks.evaluated())}")
     cfg = _spec(args)
-    ctx = E.context(cfg, args.dataset, args.model)
+    ctx = context(cfg, args.dataset, args.model)
     expect = _expected_hashes(cfg, args.dataset, args.model, args.task, len(args.stores))
     stores = [open_store(p, expect_hash=h) for p, h in zip(args.stores, expect)]
-    if args.task == "retrieval":
-        rows = E.retrieval_rows(cfg, ctx, *stores)
-    elif args.task == "linear":
-        rows = E.linear_rows(cfg, ctx, *stores)
-    elif args.task == "attentive":
-        rows = E.attentive_rows(cfg, ctx, *stores)
-    elif args.task == "logistic":
-        rows = E.logistic_rows(cfg, ctx, *stores)
-    else:
-        rows, per_class = E.segmentation_rows(cfg, ctx, *stores)
-        write_csv(pd.DataFrame(per_class), Path(args.out).with_name("segmentation_per_class.csv"))
+    rows, per_class = task.rows(cfg, ctx, stores)
+    if per_class:
+        write_csv(pd.DataFrame(per_class), Path(args.out).with_name(f"{args.task}_per_class.csv"))
     write_results(rows, Path(args.out), stats_settings(cfg))  # the CSV and its <task>_stats.npz
 
 
@@ -143,7 +145,7 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
     A store built under another config (copied in, touched, or cached by an older partaware
     whose signature differs) is then refused naming both hashes, instead of being scored.
     """
-    splits = C.task_splits(cfg["datasets"][dataset], task)
+    splits = C.task_splits(cfg["datasets"][dataset], task, cfg)
     if len(splits) != n:  # stores given by hand in another arrangement: nothing to compare with
         return [None] * n
     return [C.digest(C.extract_signature(cfg, dataset, model, split)) for split in splits]
@@ -184,6 +186,8 @@ MODEL_HELP = "a model name of the spec's `models`"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import tasks
+
     p = argparse.ArgumentParser(prog="partaware", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -222,9 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("shards", nargs="+", help="the shard stores, in row order")
     s.set_defaults(fn=cmd_gather_shards)
     s = job("evaluate", cmd_evaluate, "run one evaluation task from cached stores")
-    s.add_argument("--task", required=True,
-                   choices=["retrieval", "linear", "attentive", "logistic", "segmentation"],
-                   help="the evaluation to run")
+    s.add_argument("--task", required=True, help="the evaluation to run: a task of partaware.tasks ("
+                   + ", ".join(tasks.evaluated()) + ")")
     s.add_argument("--dataset", required=True, help=DATASET_HELP)
     s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, help="the result CSV (results/evals/<dataset>/<model>/<task>.csv)")

@@ -18,10 +18,20 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 # Settings that never change what a job computes (how fast it runs, how often it saves, or which
 # jobs exist): left out of job specs, so changing them reruns nothing; the rules pass them
-# through $PARTAWARE_RUNTIME instead.
-RUNTIME_KEYS = {"": ("device",), "extract": ("batch_size", "num_workers"),
-                "segmentation": ("num_workers", "log_every_s", "window_batch", "checkpoint_every", "protocol",
-                                 "forward_batch", "compile")}
+# through $PARTAWARE_RUNTIME instead. A task's own: its `runtime_keys` (`runtime_keys()`).
+BASE_RUNTIME_KEYS = {"": ("device",), "extract": ("batch_size", "num_workers")}
+
+
+def runtime_keys() -> dict[str, tuple]:
+    """Every config section's run-time keys: the base ones and those each task declares."""
+    from . import tasks
+
+    out = dict(BASE_RUNTIME_KEYS)
+    for name in tasks.names():
+        task = tasks.get(name)
+        if task.section and task.runtime_keys:
+            out[task.section] = tuple(task.runtime_keys)
+    return out
 
 
 class ConfigError(ValueError):
@@ -72,8 +82,17 @@ def _shape(schema: dict) -> str:
 
 
 def load_schema() -> dict:
-    """The config schema, read from the installed package (works outside the source tree)."""
-    return yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
+    """The config schema: the file shipped in the package (works outside the source tree) plus
+    each task's section (`partaware.tasks`)."""
+    from . import tasks
+
+    schema = yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
+    for name in tasks.names():
+        task = tasks.get(name)
+        if task.section and task.section not in schema["properties"]:
+            schema["properties"][task.section] = copy.deepcopy(task.schema)
+    schema["$defs"]["dataset"]["properties"]["tasks"]["items"] = {"enum": tasks.names()}
+    return schema
 
 
 def fill_defaults(schema: dict, value, defs: dict | None = None):
@@ -286,11 +305,12 @@ def eval_names(cfg: dict, dataset: str) -> list[str]:
     return kinds.of(ds).eval_names(ds, cfg)
 
 
-def task_splits(ds: dict, task: str) -> list[str]:
-    """The stores one task reads, in the order its evaluation takes them."""
+def task_splits(ds: dict, task: str, cfg: dict | None = None) -> list[str]:
+    """The stores one task reads, in the order its evaluation takes them (`cfg` given: [] where
+    the configured protocol runs without stores)."""
     from . import kinds
 
-    return kinds.of(ds).task_splits(ds, task)
+    return kinds.of(ds).task_splits(ds, task, cfg)
 
 
 def normalisation(model: dict) -> tuple[tuple, tuple]:
@@ -298,22 +318,10 @@ def normalisation(model: dict) -> tuple[tuple, tuple]:
 
 
 def extract_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
-    """Everything a feature store depends on; its hash names the cache version."""
-    from . import kinds
-    from .blocks import carried
-    from .kinds.part_patches import view_of
+    """Everything a feature store depends on (`specs.store_signature`); its hash names the cache version."""
+    from .specs import store_signature
 
-    full = cfg["datasets"][dataset]
-    ds = {k: v for k, v in full.items() if k != "tasks"}
-    mean, std = normalisation(cfg["models"][model])
-    out = {
-        "dataset": dataset, "dataset_cfg": ds, "model": model, "model_cfg": cfg["models"][model],
-        "split": split, "view": view_of(split), "arrays": kinds.of(full).store_arrays(full, split),
-        "mean": list(mean), "std": list(std), "dtype": cfg["cache"]["dtype"],
-        "on_bad_image": cfg["data"]["on_bad_image"],
-    }
-    blocks = carried(cfg, full, split)  # per-block summaries: only the stores that hold them, only when on
-    return {**out, "blocks_summary": blocks} if blocks else out
+    return store_signature(cfg, dataset, model, split)
 
 
 def digest(obj) -> str:

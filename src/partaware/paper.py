@@ -113,5 +113,5 @@ def attach_paper(table: pd.DataFrame) -> pd.Series:
     if "weights" in table:
         out[table["weights"].astype(str) == "random"] = float("nan")
     if "protocol" in table:  # only a measurement made the paper's way is compared with the paper
-        out[~table["protocol"].astype(str).str.startswith("paper")] = float("nan")
+        out[table["protocol"].astype(str) != "paper"] = float("nan")  # the enum (results.PROTOCOLS)
     return out

@@ -22,6 +22,7 @@ import torch
 
 from .evals.batching import batch_bounds, epoch_permutation
 from .store import FeatureStore
+from .store.errors import StoreError
 
 Batches = Callable[[], Iterable[tuple]]
 
@@ -89,8 +90,8 @@ class StoreBatches:
     def __init__(self, store: FeatureStore, name: str, batch_size: int, memory_mb: float = 4096,
                  label: str = "label", workers: int = 4, pin_memory: bool = False):
         if name not in store.array_names():
-            raise KeyError(f"{store.paths[0]}: no array {name!r} in this store "
-                           f"(it has {store.array_names()}); re-extract with it enabled")
+            raise StoreError(f"{store.paths[0]}: no array {name!r} in this store "
+                             f"(it has {store.array_names()}); re-extract with it enabled")
         self.store, self.name, self.batch_size = store, name, int(batch_size)
         self.workers, self.pin_memory = max(1, int(workers)), pin_memory
         batch_bounds(1, self.batch_size)  # validates batch_size

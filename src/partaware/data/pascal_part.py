@@ -35,6 +35,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from partaware.constants import IGNORE_INDEX as IGNORE
 from partaware.data.errors import DataError
 from partaware.data.segfolder import atomic_copy, atomic_save
 
@@ -83,7 +84,6 @@ PART_PARENT = np.array([0] + [OBJECT_CLASSES.index(o) + 1 for o, _ in PART_CLASS
 _PART_ID = {c: i + 1 for i, c in enumerate(PART_CLASSES)}
 _NUMBERED = {(o, p[:-1]) for o in OBJECT_CLASSES for p in _PARTS[o].split() if p.endswith("*")}
 _NUMBER_SUFFIX = re.compile(r"^(.*)_(\d+)$")
-IGNORE = 255
 
 
 def part_class_id(obj: str, part_name: str) -> int | None:

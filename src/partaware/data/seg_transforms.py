@@ -17,9 +17,8 @@ from typing import Mapping
 import cv2
 import numpy as np
 
+from partaware.constants import IGNORE_INDEX as IGNORE
 from partaware.data.errors import DataError
-
-IGNORE = 255
 # PhotoMetricDistortion defaults (mmseg 0.x), used by every config of the paper.
 BRIGHTNESS_DELTA = 32
 CONTRAST_RANGE = (0.5, 1.5)

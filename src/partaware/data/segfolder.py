@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from partaware.atomic import atomic_path
+from partaware.constants import IGNORE_INDEX as IGNORE
 from partaware.data.errors import DataError
 from partaware.data.seg_transforms import uint8_counts
 
@@ -47,7 +49,6 @@ NUM_CLASSES = {
     "lip": LIP_CLASSES,
 }
 
-IGNORE = 255
 _RESERVED_KEYS = {"id", "img"}
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
@@ -261,23 +262,11 @@ def seg_view(
 
 def atomic_save(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
     """Save via a temporary file and one rename, so a killed job never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format=_FORMATS[path.suffix.lower()], **save_kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=_FORMATS[Path(path).suffix.lower()], **save_kwargs)
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy bytes unchanged (no JPEG re-encoding) via a temporary file and one rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)

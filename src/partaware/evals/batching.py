@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of one epoch: a permutation of range(n) fixed by (seed, epoch)."""
+def epoch_permutation(n: int, seed: int, epoch: int, stream: int | None = None) -> np.ndarray:
+    """The sample order of one epoch: a permutation of range(n) fixed by (seed, epoch), new every
+    epoch; `stream` keeps apart orders drawn beside other seeded draws of the same seed."""
     if seed < 0 or epoch < 0:
         raise ValueError(f"shuffle seed {seed} and epoch {epoch} must be >= 0")
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    key = [int(seed), int(epoch)] if stream is None else [int(seed), int(stream), int(epoch)]
+    return np.random.default_rng(key).permutation(int(n))
 
 
 def batch_bounds(n: int, batch_size: int, merge_last_below: int = 2) -> list[tuple[int, int]]:

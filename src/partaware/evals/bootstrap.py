@@ -155,10 +155,14 @@ STATISTICS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 
 def statistic(metric: str, kind: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function (B, K) summed statistics -> (B,) metric values (fractions) of a metric name
-    of the result rows (`top1_best_epoch` and `top1_last_epoch` are `top1`)."""
-    name = "top1" if metric.startswith("top1") else metric
+    of the result rows: a statistic's own name, or a metric a task maps onto one (`Task.metrics`:
+    `top1_best_epoch` and `top1_last_epoch` are `top1`)."""
+    from .. import tasks
+
+    name = metric if metric in STATISTICS else tasks.statistic_of(metric)
     if name not in STATISTICS:
-        raise KeyError(f"no bootstrap statistic for metric {metric!r}; known: {sorted(STATISTICS)}")
+        raise ValueError(f"no bootstrap statistic for metric {metric!r}; known: {sorted(STATISTICS)}, or "
+                         "map it onto one in its task's `metrics` (partaware/tasks/)")
     want, fn = STATISTICS[name]
     if want != kind:
         raise ValueError(f"metric {metric!r} needs {want} statistics, got {kind}")

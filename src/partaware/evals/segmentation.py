@@ -17,6 +17,7 @@ import torch
 from ..constants import IGNORE_INDEX as IGNORE
 from ..devices import pick_device
 from ..progress import Progress
+from .batching import epoch_permutation
 from .metrics import confusion_matrix, per_image_counts, seg_metrics
 from .resized_ce import check_labels
 from .seg_heads import HEADS, WARMUP_RATIO, HeadTrainer, SegHeads, SegProbe, poly_lr
@@ -43,7 +44,7 @@ def _feats(feats, dev) -> torch.Tensor:
 
 def pass_order(n_rows: int, epoch: int, seed: int) -> np.ndarray:
     """The row order of pass `epoch`: a seeded permutation, new every pass, fixed per (seed, epoch)."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n_rows))
+    return epoch_permutation(int(n_rows), int(seed), int(epoch))
 
 
 def shuffled_batches(read_rows: Callable[[np.ndarray], tuple], n_rows: int, batch_size: int,

@@ -51,7 +51,7 @@ def contrast_data(table: pd.DataFrame) -> pd.DataFrame:
     if "paper" not in rows:
         rows["paper"] = attach_paper(rows)
     protocol = rows["protocol"].astype(str) if "protocol" in rows else pd.Series("paper", index=rows.index)
-    rows["kind"] = np.where(protocol.str.startswith("cached"), "cached", "paper")
+    rows["kind"] = np.where(protocol == "cached", "cached", "paper")  # the protocol enum (results.PROTOCOLS)
     out = []
     for dataset, d in rows.groupby("dataset", sort=True):
         if set(d["label_set"]) != set(LEVELS):

@@ -18,14 +18,16 @@ from ..paper import MODELS as PAPER_MODELS
 from ..paper import attach_paper
 from .plotting import save_figure
 
-# (task, metric) shown, their family (one panel per dataset and family) and the group label
-HEADLINE = {
-    ("retrieval", "AP"): ("retrieval AP (%)", "{feature}"),
-    ("linear", "top1_best_epoch"): ("top-1 accuracy (%)", "linear"),
-    ("attentive", "top1_best_epoch"): ("top-1 accuracy (%)", "attentive"),
-    ("logistic", "top1"): ("top-1 accuracy (%)", "logistic"),
-    ("segmentation", "mIoU"): ("segmentation mIoU (%)", "{label_set} ({protocol})"),
-}
+
+
+def headline() -> dict:
+    """(task, metric) shown -> their family (one panel per dataset and family) and the group
+    label: what each task declares (`Task.headline`, partaware.tasks)."""
+    from .. import tasks
+
+    return {(name, metric): shown for name in tasks.names() for metric, shown in tasks.get(name).headline.items()}
+
+
 PANEL_W, PANEL_H, DPI, MAX_COLS = 480, 360, 100, 3
 
 
@@ -45,15 +47,14 @@ def summary_data(table: pd.DataFrame) -> pd.DataFrame:
     if "paper" not in table:
         table["paper"] = attach_paper(table)
     picked = []
-    for (task, metric), (family, group) in HEADLINE.items():
+    for (task, metric), (family, group) in headline().items():
         part = table[(table["task"] == task) & (table["metric"] == metric)].copy()
         if part.empty:
             continue
         part["family"] = family
-        kinds = part["protocol"].astype(str).str.split(r"[:( ]", n=1, regex=True).str[0] if "protocol" in part \
-            else pd.Series("", index=part.index)
+        protocols = part["protocol"].astype(str) if "protocol" in part else pd.Series("", index=part.index)
         part["group"] = [group.format(feature=f, label_set=s, protocol=k)
-                         for f, s, k in zip(part["feature"], part["label_set"], kinds)]
+                         for f, s, k in zip(part["feature"], part["label_set"], protocols)]
         picked.append(part)
     if not picked:
         return pd.DataFrame(columns=cols)

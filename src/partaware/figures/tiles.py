@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_path
+
 GREEN = (30, 170, 60)
 RED = (215, 40, 40)
 GREY = (120, 120, 120)
@@ -57,12 +59,6 @@ def colour_labels(label: np.ndarray) -> Image.Image:
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write via a sibling temporary file and one rename, so a killed job leaves no half PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

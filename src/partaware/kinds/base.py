@@ -37,7 +37,7 @@ class Kind:
     """Base of the dataset kinds; see the module docstring."""
 
     name: str = ""
-    tasks: tuple[str, ...] = ()          # evaluation tasks this kind feeds
+    roles: tuple[str, ...] = ()          # the kinds of store it makes (`stores`): the tasks reading one run on it
     schema: dict = {}                    # JSON-schema properties of its own config keys
     required: tuple[str, ...] = ()       # its required keys (unless the dataset is a demo)
     has_index: bool = False              # a part index (results/index/<dataset>/) is built first
@@ -52,18 +52,43 @@ class Kind:
         """Semantic checks beyond the schema (`cfg`: the whole validated config); raise
         config.ConfigError naming `where`."""
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The evaluation tasks this kind feeds: those reading a kind of store it makes."""
+        from .. import tasks
+
+        return tuple(n for n in tasks.names() if tasks.get(n).role in self.roles)
+
     # ---- jobs and their files
+    def stores(self, role: str, ds: dict) -> list[str]:
+        """The stores (split names) of one of its `roles`, in the order a task reads them:
+        `gallery` (one store every row queries), `pair` (train, evaluated), `tokens` (a pair
+        holding every token), `maps` (a pair of token maps and label maps), `grid` (patches)."""
+        raise NotImplementedError(f"kind {self.name} makes no {role!r} stores")
+
     def splits(self, ds: dict, cfg: dict) -> list[str]:
-        """The stores (splits) the configured tasks need."""
-        raise NotImplementedError
+        """The stores (splits) the configured tasks need, each once."""
+        from .. import tasks
+
+        return list(dict.fromkeys(s for t in ds["tasks"] for s in tasks.get(t).splits(self, ds, cfg)))
 
     def eval_names(self, ds: dict, cfg: dict) -> list[str]:
         """The result files its tasks write (results/evals/<dataset>/<model>/<name>.csv)."""
-        return list(ds["tasks"])
+        from .. import tasks
 
-    def task_splits(self, ds: dict, task: str) -> list[str]:
+        return [name for t in ds["tasks"] for name in tasks.get(t).outputs(ds, cfg)]
+
+    def task_splits(self, ds: dict, task: str, cfg: dict | None = None) -> list[str]:
         """The stores one task reads, in the order the evaluation takes them."""
-        raise NotImplementedError
+        from .. import tasks
+
+        return tasks.get(task).splits(self, ds, cfg)
+
+    def view_of(self, split: str) -> str:
+        """The name of the view a split's store is extracted at (part of the store's signature):
+        by default the paper's probe rule, `train` for the train split and `eval` for the others
+        (kept so that existing stores keep their hash)."""
+        return "train" if split == "train" else "eval"
 
     def index_inputs(self, ds: dict) -> list[str]:
         """Files the part index depends on (a change rebuilds it)."""
@@ -76,9 +101,16 @@ class Kind:
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         raise NotImplementedError
 
+    def readers(self, ds: dict, split: str) -> list:
+        """The dataset's tasks that read a store of this split."""
+        from .. import tasks
+
+        return [t for t in map(tasks.get, ds["tasks"]) if split in t.splits(self, ds, None)]
+
     def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """Whether a store of this split holds per-block summaries (`extract.blocks_summary`)."""
-        return False
+        """Whether a store of this split holds per-block summaries (`extract.blocks_summary`):
+        where a task that evaluates them (`Task.block_summaries`) reads it."""
+        return any(t.block_summaries for t in self.readers(ds, split))
 
     def generate_demo(self, ds: dict, out: Path) -> None:
         raise NotImplementedError(f"kind {self.name} has no demo generator")

@@ -35,7 +35,7 @@ def _human(n: float) -> str:
 @register
 class ImageFolder(Kind):
     name = "imagefolder"
-    tasks = ("linear", "logistic", "attentive")
+    roles = ("pair", "tokens")
     required = ("root",)
     example = "root: data/imagenet"
     label_set = "object"  # the label_set column of its result rows
@@ -71,13 +71,9 @@ class ImageFolder(Kind):
                               f"crop of `size` needs resize >= size (the paper: 256 and 224)")
 
     # ---- stores
-    def splits(self, ds: dict, cfg: dict) -> list[str]:
-        tasks = set(ds["tasks"])
-        out = list(ds["splits"]) if tasks & {"linear", "logistic"} else []
-        return out + (self.task_splits(ds, "attentive") if "attentive" in tasks else [])
-
-    def task_splits(self, ds: dict, task: str) -> list[str]:
-        return [s + SUBSET for s in ds["splits"]] if task == "attentive" else list(ds["splits"])
+    def stores(self, role: str, ds: dict) -> list[str]:
+        """The split folders' stores, or (`tokens`) their per-class subsets that cache every token."""
+        return [s + SUBSET for s in ds["splits"]] if role == "tokens" else list(ds["splits"])
 
     def _folder(self, ds: dict, split: str) -> tuple[str, bool]:
         """A store name -> (its split folder, whether it is the attentive subset)."""
@@ -88,14 +84,10 @@ class ImageFolder(Kind):
         if split.endswith(SUBSET) and split[:-len(SUBSET)] in ds["splits"]:
             return split[:-len(SUBSET)], True
         raise DataError(f"dataset {ds.get('name', '?')!r}: no split {split!r}; its stores are "
-                        f"{', '.join(self.task_splits(ds, 'linear') + self.task_splits(ds, 'attentive'))}")
+                        f"{', '.join(self.stores('pair', ds) + self.stores('tokens', ds))}")
 
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         return ["cls", "mean"] + (["tokens"] if self._folder(ds, split)[1] else [])
-
-    def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """`extract.blocks_summary` goes to the logistic probe's stores (not the attentive subsets)."""
-        return "logistic" in ds["tasks"] and not self._folder(ds, split)[1]
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [ds["root"]] if "demo" in ds else []

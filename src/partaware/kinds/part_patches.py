@@ -11,14 +11,6 @@ import numpy as np
 from ..data import parts as P
 from .base import ExtractionPlan, Kind
 
-PROBES = ("linear", "attentive", "logistic")
-
-
-def view_of(split: str) -> str:
-    """The paper's transforms: the probes' train split uses resize + centre crop, all else a resize."""
-    return "train" if split == "train" else "eval"
-
-
 def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
     """Contiguous, near-equal row ranges: shard k of n covers [lo, hi)."""
     bounds = np.linspace(0, n_rows, shards + 1).round().astype(int)
@@ -26,7 +18,7 @@ def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
 
 
 class PartKind(Kind):
-    tasks = ("retrieval",) + PROBES
+    roles = ("gallery", "pair", "tokens")
     has_index = True
     default_parts: tuple[int, ...] = ()
     default_retrieval: tuple[str, ...] = ()
@@ -38,23 +30,14 @@ class PartKind(Kind):
                    "description": "the probes' train view: shorter side before the centre crop"},
     }
 
-    def splits(self, ds: dict, cfg: dict) -> list[str]:
-        tasks = set(ds["tasks"])
-        out = ["all"] if "retrieval" in tasks else []
-        return out + (["train", "test"] if tasks & set(PROBES) else [])
-
-    def task_splits(self, ds: dict, task: str) -> list[str]:
-        return ["all"] if task == "retrieval" else ["train", "test"]
+    def stores(self, role: str, ds: dict) -> list[str]:
+        """`all` (every patch: retrieval's gallery), `train` and `test` (the probes)."""
+        return ["all"] if role == "gallery" else ["train", "test"]
 
     def store_arrays(self, ds: dict, split: str) -> list[str]:
+        """`cls`, `mean`, `proj`, then what the tasks reading the split need besides (`Task.arrays`)."""
         wanted = ["cls", "mean", "proj"]
-        if "attentive" in ds["tasks"] and split in ("train", "test"):
-            wanted.append("tokens")
-        return wanted
-
-    def carries_block_summaries(self, ds: dict, split: str) -> bool:
-        """`extract.blocks_summary` goes to the stores retrieval (`all`) or the logistic probe read."""
-        return "retrieval" in ds["tasks"] if split == "all" else "logistic" in ds["tasks"]
+        return wanted + [a for t in self.readers(ds, split) for a in t.arrays if a not in wanted]
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [f"results/index/{ds['name']}/{split}.parquet"]
@@ -95,7 +78,7 @@ class PartKind(Kind):
         layout["image"] = ((), "int64", chunk_rows)  # the image id: the bootstrap resamples images
         B.log_disk(f"{dataset}/{split}", layout, len(index))
         view = dict(size=ds["size"], resize=ds["resize"], mean=mean, std=std)
-        pil_steps, table = split_transform(patch_transform(view_of(split), **view))
+        pil_steps, table = split_transform(patch_transform(self.view_of(split), **view))
         rows = index["row"].to_numpy(np.int64)
         label_of = np.zeros(int(rows.max()) + 1 if len(rows) else 0, np.int64)
         label_of[rows] = index["label"].to_numpy(np.int64)
@@ -104,7 +87,7 @@ class PartKind(Kind):
         per_image = max(1.0, len(index) / max(1, index["image_path"].nunique()))
         on_bad = cfg["data"]["on_bad_image"]
         return ExtractionPlan(
-            n_rows=len(index), layout=layout, transform=describe_transform(view_of(split), **view),
+            n_rows=len(index), layout=layout, transform=describe_transform(self.view_of(split), **view),
             images=index["image_path"].astype(str).tolist(),
             resume_rows=index[["label", "x0", "y0", "x1", "y1"]].to_numpy().tolist(), rows=(lo, hi),
             loader_data=lambda start: PatchImages(index.iloc[start:], pil_steps, on_bad),

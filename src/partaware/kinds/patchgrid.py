@@ -34,7 +34,7 @@ def _human(n: float) -> str:
 @register
 class PatchGrid(Kind):
     name = "patchgrid"
-    tasks = ("patch_retrieval",)
+    roles = ("grid",)
     required = ("root",)
     example = "root: data/imagenet/val"
     schema = {
@@ -68,14 +68,8 @@ class PatchGrid(Kind):
         projected_model(cfg)  # checks figures.projected_model
 
     # ---- stores
-    def splits(self, ds: dict, cfg: dict) -> list[str]:
-        return [STORE]
-
-    def task_splits(self, ds: dict, task: str) -> list[str]:
-        return [STORE]
-
-    def eval_names(self, ds: dict, cfg: dict) -> list[str]:
-        return []  # figures only (rules/figures.smk)
+    def stores(self, role: str, ds: dict) -> list[str]:
+        return [STORE]  # figures only (rules/figures.smk): patch_retrieval writes no result file
 
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         return ["cls", "mean"] + (["proj"] if ds["proj_max_dim"] else [])

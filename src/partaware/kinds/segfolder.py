@@ -24,7 +24,7 @@ FOLDERS = {"type": "object", "additionalProperties": {"type": "string", "minLeng
 @register
 class SegFolder(Kind):
     name = "segfolder"
-    tasks = ("segmentation",)
+    roles = ("maps",)
     required = ("root", "label_sets")
     example = "label_sets: {part: {dir: ann, classes: 209}}"
     schema = {
@@ -85,18 +85,9 @@ class SegFolder(Kind):
         """The dataset's root and the root of each label set shipped elsewhere."""
         return [ds["root"]] + [spec["root"] for spec in ds["label_sets"].values() if "root" in spec]
 
-    def splits(self, ds: dict, cfg: dict) -> list[str]:
-        """Stores only for the cached protocol: the paper protocol reads the images themselves."""
-        from ..config import seg_protocols
-
-        return list(ds["splits"]) if "cached" in seg_protocols(cfg) else []
-
-    def eval_names(self, ds: dict, cfg: dict) -> list[str]:
-        from ..config import seg_protocols
-
-        protocols = seg_protocols(cfg)
-        return (["segmentation"] if "cached" in protocols else []) + \
-               (["segmentation_paper"] if "paper" in protocols else [])
+    def stores(self, role: str, ds: dict) -> list[str]:
+        """The probe's train split, then the evaluated one."""
+        return list(ds["splits"])
 
     def pipeline(self, ds: dict):
         """The paper protocol's `data.seg_pipeline.SegPipeline` of this dataset."""
@@ -106,9 +97,6 @@ class SegFolder(Kind):
         if isinstance(spec, str):
             return PRESETS[spec]
         return SegPipeline(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-
-    def task_splits(self, ds: dict, task: str) -> list[str]:
-        return list(ds["splits"])
 
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         return [f"layers/{b}" for b in ds["blocks"]] + [f"labels/{k}" for k in ds["label_sets"]]

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.errors import DataError
 from ..data.segfolder import check_same_size, load_label, load_seg_image, reduce_zero_label
+from ..evals.batching import epoch_permutation
 
 # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used it
 # can hang in its first cv2 call. One thread per process; the workers are the parallelism.
@@ -26,7 +28,7 @@ _ORDER, _VIEW = 0, 1  # separate seed streams for the image order and the augmen
 
 def epoch_order(n_images: int, epoch: int, seed: int) -> np.ndarray:
     """The image order of pass `epoch`: a seeded permutation, new every pass."""
-    return np.random.default_rng([int(seed), _ORDER, int(epoch)]).permutation(int(n_images))
+    return epoch_permutation(n_images, seed, epoch, stream=_ORDER)
 
 
 def image_of_draw(draw: int, n_images: int, seed: int) -> int:
@@ -70,7 +72,8 @@ class SegDraws(Dataset):
             raise ValueError("label_sets is empty: give at least one {name: classes}")
         missing = [n for n in label_sets if n not in samples[0]]
         if missing:
-            raise KeyError(f"samples have no label set(s) {missing}; they have {sorted(samples[0])}")
+            raise DataError(f"samples have no label set(s) {missing}; they have {sorted(samples[0])}: give each "
+                            "label set of the config a label folder (datasets.<name>.label_sets)")
         self.samples, self.label_sets = list(samples), dict(label_sets)
         self.pipeline, self.seed = pipeline, int(seed)
         self._orders: dict[int, np.ndarray] = {}

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.errors import DataError
 from ..data.seg_pipeline import normalise_and_pad
 from ..devices import resolve_device
 from ..evals.metrics import confusion_matrix, per_image_counts, seg_metrics
@@ -58,7 +59,8 @@ def evaluate_online(encoder, heads: Mapping[str, torch.nn.Module], samples: Sequ
     names, blocks = list(label_sets), [int(b) for b in blocks]
     missing = [n for n in names if n not in heads]
     if missing:
-        raise KeyError(f"no trained head for label set(s) {missing}; heads: {sorted(heads)}")
+        raise DataError(f"no trained head for label set(s) {missing}; heads: {sorted(heads)}: the training "
+                        "state holds other label sets; delete it (results/state/segment/...) and rerun")
     for n in names:
         heads[n].to(dev).eval()
     mean, std = mean_std_255(encoder)

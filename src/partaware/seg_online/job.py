@@ -12,7 +12,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import config as C
 from .. import kinds
 from ..data import segfolder
 from ..data.errors import DataError
@@ -20,6 +19,7 @@ from ..devices import autocast_dtype, resolve_device
 from ..evals.bootstrap import segmentation_sums
 from ..intervals import attach, settings as stats_settings
 from ..results import context, segmentation_protocol, segmentation_rows
+from ..specs import segment_state_key
 from .infer import evaluate_online
 from .train import train_online
 
@@ -48,13 +48,6 @@ def screen(samples: list[dict], on_bad_image: str) -> tuple[list[dict], list[str
     return kept, skipped
 
 
-def resume_key(cfg: dict, dataset: str, model: str, checkpoint_sha: str) -> str:
-    """What the trained heads depend on: a state saved under another key is not resumed."""
-    sc = {k: v for k, v in cfg["segmentation"].items() if k not in C.RUNTIME_KEYS["segmentation"]}
-    return C.digest([cfg["datasets"][dataset], cfg["models"][model], checkpoint_sha, sc, cfg["seed"],
-                     cfg["extract"]["precision"]])
-
-
 def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Path | None = None):
     """Train and evaluate; returns (result rows, per-class IoU rows)."""
     from ..models.encoder import build_encoder
@@ -81,16 +74,16 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
         warmup_iters=sc["warmup_iters"], power=sc["power"], avg_non_ignore=sc["avg_non_ignore"],
         head=sc["head"], seed=cfg["seed"], device=device, amp=amp, num_workers=workers,
         state_path=state, save_every=sc["checkpoint_every"],
-        resume_key=resume_key(cfg, dataset, model, encoder.checkpoint_sha256 or ""),
+        resume_key=segment_state_key(cfg, dataset, model, encoder.checkpoint_sha256 or ""),
         log_every_s=sc["log_every_s"], forward_batch=sc["forward_batch"], compile=sc["compile"])
     metrics = evaluate_online(encoder, heads, val, label_sets, pipeline, ds["blocks"], device=device, amp=amp,
                               num_workers=workers, window_batch=sc["window_batch"], log_every_s=sc["log_every_s"])
-    ctx, protocol = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
+    ctx, (protocol, notes) = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
     images = [s.get("row", i) for i, s in enumerate(val)]  # the evaluated images, in the order scored
     rows, per_class = [], []
     for name in label_sets:
         r, pc = segmentation_rows(ctx, name, metrics[name], blocks=ds["blocks"], n=len(val), protocol=protocol,
-                                  seed=cfg["seed"], skipped=len(skipped_train) + len(skipped_val))
+                                  notes=notes, seed=cfg["seed"], skipped=len(skipped_train) + len(skipped_val))
         rows += attach(r, segmentation_sums(**metrics[name]["per_image"], image_ids=images), stats_settings(cfg))
         per_class += pc
     return rows, per_class

@@ -40,6 +40,7 @@ class FeatureStore:
         return list(self._names)
 
     def info(self, name: str) -> dict:
+        self._check_holds(name)
         infos = [p.info(name) for p in self.parts]
         out = dict(infos[0])
         out["shape"] = (self.n_rows, *infos[0]["shape"][1:])
@@ -50,9 +51,16 @@ class FeatureStore:
         """The store (shard) file that holds a row."""
         return self.paths[int(np.searchsorted(self.offsets, row, side="right")) - 1]
 
+    def _check_holds(self, name: str) -> None:
+        if name not in self.array_names():
+            raise StoreError(f"{self.paths[0]}: no array {name!r} in this store (it has {self.array_names()}); "
+                             "it was extracted by another partaware or for another task: delete it and rerun")
+
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of one array; a chunk that fails its checksum or cannot be decoded
-        raises DamagedStoreError naming the store, the array and the rows."""
+        raises DamagedStoreError naming the store, the array and the rows; an array the store
+        does not hold, a StoreError naming what it holds."""
+        self._check_holds(name)
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
         pieces = []
         for path, part, lo, hi in zip(self.paths, self.parts, self.offsets[:-1], self.offsets[1:]):

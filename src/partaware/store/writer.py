@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from .backends import STORE_FORMAT, _backend, _partial
 from .errors import StoreError, StoreLockedError
 from .lock import LockHeldError, StoreLock
@@ -42,9 +43,7 @@ def _lock_path(path: Path) -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data))
 
 
 def _release_if_holder(lock: StoreLock, token: object) -> None:

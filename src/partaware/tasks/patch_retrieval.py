@@ -1,0 +1,18 @@
+"""Patch retrieval figures (the paper's Figures 2 and 4): neighbours of query patches among all
+patches of a patch grid. Figures only: no result rows (rules/figures.smk draws them from the
+`patches` store)."""
+from __future__ import annotations
+
+from . import register
+from .base import Task
+
+
+@register
+class PatchRetrieval(Task):
+    name = "patch_retrieval"
+    role = "grid"
+    protocol = "exact"
+    runs_from_stores = False
+
+    def figures(self, cfg):
+        return ["patch_retrieval", "patch_retrieval_projected"]
