@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
-EXTRACT_START = re.compile(r"extract (\S+)(?: shard \d+)?: start on (\S+), precision (\S+), batch (\d+), "
+EXTRACT_START = re.compile(r"extract (\S+)(?: shard \d+)?: start on (\S+), precision (\S+), batch (\d+) images, "
                            r"(\d+) loader workers")
 EXTRACT_DONE = re.compile(r"extract \S+(?: shard \d+)?: done, (\d+) rows in ([\d.]+) s, ([\d.]+) patches/s")
 SEG_STEP = re.compile(STAMP + r".*seg-online: iteration (\d+)/(\d+),")
@@ -30,7 +30,7 @@ def extract_rate(text: str) -> dict | None:
     start, done = EXTRACT_START.search(text), EXTRACT_DONE.search(text)
     if not (start and done):
         return None
-    return {"device": start[2], "precision": start[3], "batch": int(start[4]), "workers": int(start[5]),
+    return {"device": start[2], "precision": start[3], "batch_images": int(start[4]), "workers": int(start[5]),
             "rows": int(done[1]), "seconds": float(done[2]), "patches_per_s": float(done[3])}
 
 

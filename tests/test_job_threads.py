@@ -1,6 +1,7 @@
 """GPU jobs get the cores they use: the loader workers an `extract` or `segment` job starts
 follow its `--threads` (num_workers: auto = threads - 1) unless the config sets them. The dry
 run's threads are pinned in test_gpu_slots.py."""
+import importlib.util
 import logging
 import os
 
@@ -58,6 +59,23 @@ def test_extract_job_starts_threads_minus_one_workers_and_logs_start_and_end(tmp
     done = next(x for x in lines if ": done, " in x)
     rows = int(start.split(", ")[-1].split()[0])
     assert rows > 0 and f"done, {rows} rows in " in done and done.endswith(" patches/s")
+    parsed = workflow_rates().extract_rate("\n".join(lines))  # what bench/gpu_check_workflow.sh reads
+    assert parsed["workers"] == 2 and parsed["rows"] == rows and parsed["patches_per_s"] > 0
+
+
+def workflow_rates():
+    spec = importlib.util.spec_from_file_location("workflow_rates", REPO / "bench" / "workflow_rates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_segment_steady_rate_leaves_the_warm_up_out():
+    log = "\n".join([
+        "2026-12-04 10:00:00,000 INFO partaware.seg_online.train: seg-online: iteration 10/400, loss a 1.0, 5.0 img/s",
+        "2026-12-04 10:00:05,000 INFO partaware.seg_online.train: seg-online: iteration 110/400, loss a 0.9",
+        "2026-12-04 10:00:10,000 INFO partaware.seg_online.train: seg-online: iteration 210/400, loss a 0.8"])
+    assert workflow_rates().steady_images_per_s(log, 16) == 200 * 16 / 10
 
 
 def test_segment_job_starts_threads_minus_one_workers(tmp_path, threads, monkeypatch, caplog):

@@ -74,7 +74,7 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
             block.compile()
     step = plan.make_step(encoder, device, amp)
     where = f"{dataset}/{model}/{split}" + (f" shard {shard}" if cfg["extract"]["shards"] > 1 else "")
-    log.info("extract %s: start on %s, precision %s, batch %d, %d loader workers%s, %d rows to do (of %d)",
+    log.info("extract %s: start on %s, precision %s, batch %d images, %d loader workers%s, %d rows to do (of %d)",
              where, device, amp or "fp32", plan.images_per_batch, workers,
              ", torch.compile" if cfg["extract"]["compile"] else "", plan.n_rows - start, plan.n_rows)
     t0 = time.perf_counter()
