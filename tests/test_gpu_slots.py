@@ -173,3 +173,46 @@ def test_dry_run_on_four_gpus_allows_four_gpu_jobs_at_once(tmp_path, monkeypatch
     pinned = dry_run(tmp_path, monkeypatch, 4, device="cuda:1", gpu_threads=1)
     assert "at most 1 GPU job(s) at once" in pinned.stderr
     assert gpu_job_threads(pinned.stdout) == {"extract": {"1"}, "segment": {"1"}}
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no GPU")
+def test_two_extractions_on_one_gpu_take_turns_and_both_finish(tmp_path, monkeypatch):
+    """On a real GPU machine, two `partaware extract` processes started together (as two workflows
+    would) run on GPU 0 one after the other, each holding it from its start line to its end."""
+    import json
+    from datetime import datetime
+
+    import torch
+
+    from partaware import config as C
+    from partaware.data.demo import generate_demo_cub
+    from partaware.data.parts import select_split, write_index
+    from partaware.kinds import build_part_index
+
+    if torch.cuda.device_count() != 1:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("PARTAWARE_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.delenv("PARTAWARE_GPU_COUNT", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    cfg = C.fill_spec({**tiny, "device": "auto", "datasets": {"demo_parts": tiny["datasets"]["demo_parts"]}})
+    cfg["datasets"]["demo_parts"]["root"] = str(tmp_path / "cub")
+    generate_demo_cub(tmp_path / "cub", 8, image_size=(200, 150))
+    write_index(select_split(build_part_index(cfg["datasets"]["demo_parts"]), "all"), tmp_path / "all.parquet")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("PARTAWARE_RUNTIME", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "partaware.cli", "extract", "--spec", json.dumps(cfg),
+                               "--dataset", "demo_parts", "--model", "tiny_a", "--split", "all",
+                               "--index", str(tmp_path / "all.parquet"), "--out", str(tmp_path / f"{k}.zarr")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k in range(2)]
+    spans = []
+    for p in procs:
+        out = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, out[-3000:]
+        stamps = {key: datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                  for line in out.splitlines() for key in ("running on GPU", ": done, ") if key in line}
+        assert "running on GPU 0" in out and len(stamps) == 2, out[-3000:]
+        spans.append((stamps["running on GPU"], stamps[": done, "]))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], spans  # the second took the GPU only after the first was done
