@@ -44,6 +44,10 @@ def steady_images_per_s(text: str, batch: int) -> float | None:
     return (i1 - i0) * batch / (t1 - t0).total_seconds()
 
 
+def _round(x):
+    return None if x is None else round(x, 1)
+
+
 def job_rates(results: Path, seg_batch: int) -> dict:
     out = {}
     for log in sorted((results / "logs" / "extract").rglob("*.log")):
@@ -55,7 +59,7 @@ def job_rates(results: Path, seg_batch: int) -> dict:
         start = SEG_START.search(text)
         out[f"segment {log.relative_to(results / 'logs' / 'segment').with_suffix('')}"] = {
             "device": start[1] if start else None, "workers": int(start[2]) if start else None,
-            "batch": seg_batch, "steady_images_per_s": steady_images_per_s(text, seg_batch)}
+            "batch": seg_batch, "steady_images_per_s": _round(steady_images_per_s(text, seg_batch))}
     return out
 
 
