@@ -3,7 +3,7 @@
 Snakemake's local `gpu` pool caps how many GPU jobs run at once, but it does not say which GPU
 each one gets: without this, every job would compute on device 0. So a GPU job (`extract`,
 `segment`) takes an exclusive lock on one GPU it can see (`CUDA_VISIBLE_DEVICES` if set, else
-all; counted with `nvidia-smi -L`, never by initialising CUDA here), narrows
+all; counted with `nvidia-smi -L`, never by initialising CUDA in this process), narrows
 `CUDA_VISIBLE_DEVICES` to it (its loader workers inherit that) and holds the lock until it ends.
 The lock is the store's (`store/lock.py`: host/pid owner, `flock`, a killed holder's lock is
 taken over), one file per GPU under a per-user directory, so two workflows on one machine share
@@ -18,10 +18,12 @@ moves the lock files.
 from __future__ import annotations
 
 import atexit
+import glob
 import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,19 +49,23 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [d.strip() for d in listed.split(",") if d.strip() and not d.strip().startswith("-")]
-    return [str(i) for i in range(_nvidia_smi_count())]
+    return [str(i) for i in range(_gpu_count())]
 
 
-def _nvidia_smi_count() -> int:
-    """GPUs on this machine per `nvidia-smi -L` (0 without the driver's tool)."""
+def _gpu_count() -> int:
+    """GPUs on this machine per `nvidia-smi -L`; without that tool, torch's count taken in a child
+    process (CUDA started here would ignore the CUDA_VISIBLE_DEVICES set afterwards)."""
+    if not os.path.exists("/proc/driver/nvidia") and not glob.glob("/dev/nvidia[0-9]*"):
+        return 0  # no NVIDIA driver: nothing to count
     exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
+    command = [exe, "-L"] if exe else [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"]
     try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    if exe:
+        return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return int(out.strip()) if out.strip().isdigit() else 0
 
 
 def lock_dir() -> Path:
