@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import glob
+import itertools
 import logging
 import os
 import shutil
@@ -48,7 +49,8 @@ def visible_gpus() -> list[str]:
         return [str(i) for i in range(int(simulated))]
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
-        return [d.strip() for d in listed.split(",") if d.strip() and not d.strip().startswith("-")]
+        entries = [d.strip() for d in listed.split(",")]
+        return list(itertools.takewhile(lambda d: d and not d.startswith("-"), entries))  # CUDA stops there too
     return [str(i) for i in range(_gpu_count())]
 
 
