@@ -37,8 +37,7 @@ def make_cfg(root: Path, *, device="cpu", workers=0, precision="fp32", batch_siz
     return {
         "seed": 0, "device": device,
         "cache": {"format": "hdf5", "dtype": "float16", "chunk_rows": chunk_rows},
-        "extract": {"batch_size": batch_size, "num_workers": workers, "shards": 1, "precision": precision,
-                    "compile": False},
+        "extract": {"batch_size": batch_size, "num_workers": workers, "shards": 1, "precision": precision},
         "data": {"on_bad_image": on_bad_image},
         "datasets": {
             "parts": {"kind": "cub", "name": "parts", "root": str(root / "cub"), "parts": [11, 12, 9, 14],

@@ -69,14 +69,15 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
         plan.loader_data(start), batch_size=plan.images_per_batch, shuffle=False, num_workers=workers,
         collate_fn=plan.collate, pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None)
-    if cfg["extract"]["compile"]:  # the same weights, compiled kernels (one warm-up per batch shape)
+    compiled = cfg["extract"].get("compile", False)  # a config without it (tests, benches): off
+    if compiled:  # the same weights, compiled kernels (one warm-up per batch shape)
         for block in encoder.backbone.blocks:  # every path (features, intermediates) calls them
             block.compile()
     step = plan.make_step(encoder, device, amp)
     where = f"{dataset}/{model}/{split}" + (f" shard {shard}" if cfg["extract"]["shards"] > 1 else "")
     log.info("extract %s: start on %s, precision %s, batch %d images, %d loader workers%s, %d rows to do (of %d)",
              where, device, amp or "fp32", plan.images_per_batch, workers,
-             ", torch.compile" if cfg["extract"]["compile"] else "", plan.n_rows - start, plan.n_rows)
+             ", torch.compile" if compiled else "", plan.n_rows - start, plan.n_rows)
     t0 = time.perf_counter()
     skipped = _skipped_before(writer, plan.images, start) + run_batches(loader, step, writer, chunk_rows)
     seconds, rows = time.perf_counter() - t0, plan.n_rows - start
