@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from partaware import config as C
-from partaware import evaluate as E
+from partaware import tasks
 from partaware.data.demo import generate_demo_cub
 from partaware.data.demo_seg import generate_demo_seg
 from partaware.data.parts import select_split, write_index
@@ -107,9 +107,9 @@ def results(cfg: dict, work: Path, arm: str) -> dict[str, float]:
     def opened(dataset, task):
         return [stores[dataset, s] for s in C.task_splits(cfg["datasets"][dataset], task)]
 
-    rows = E.retrieval_rows(cfg, context(cfg, "parts", "m"), *opened("parts", "retrieval"))
-    rows += E.linear_rows(cfg, context(cfg, "parts", "m"), *opened("parts", "linear"))
-    rows += E.segmentation_rows(cfg, context(cfg, "seg", "m"), *opened("seg", "segmentation"))[0]
+    rows = []
+    for dataset, task in (("parts", "retrieval"), ("parts", "linear"), ("seg", "segmentation")):
+        rows += tasks.get(task).rows(cfg, context(cfg, dataset, "m"), opened(dataset, task))[0]
     return {" | ".join(str(r[k]) for k in ("task", "feature", "label_set", "metric", "seed")): r["value"]
             for r in rows if r["value"] == r["value"]}  # NaN: a feature the model lacks
 

@@ -76,7 +76,7 @@ def test_skip_mode_lists_and_counts_bad_images_and_finishes(run):
     assert run["bad_rows"] > 0
     table = pd.read_csv(run["dir"] / "results" / "table.csv")
     assert set(table["model"]) == {"ck", "rnd"} and len(table) == 8
-    assert (table["skipped"] == run["bad_rows"]).all()
+    assert (table["skipped"] == 2).all() and (table["skipped_rows"] == run["bad_rows"]).all()  # images, patches
     assert (table["n"] == run["n"] - run["bad_rows"]).all()
     for model in ("ck", "rnd"):
         with open_store(run["dir"] / f"results/features/birds/{model}/all.zarr") as store:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from partaware import gpu_slots
+from partaware.store.lock import StoreLock
 from workflow_runner import REPO, snakemake
 
 # A GPU job: takes a GPU, starts a child that reports what it sees, then holds the GPU until its
@@ -134,6 +135,7 @@ def test_visible_devices_are_the_ones_shared(tmp_path, monkeypatch):
     assert gpu_slots.visible_gpus() == ["4", "6"]
     assert gpu_slots.take_gpu("cuda:1", "test", 0) == "cuda"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6" and (tmp_path / "gpu-6.lock").is_file()
+    StoreLock._held[str(tmp_path / "gpu-6.lock")].release()  # else held for the whole test process
 
 
 def test_slurm_and_cpu_jobs_take_no_gpu(tmp_path, monkeypatch):
