@@ -151,12 +151,15 @@ STATISTICS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "top1": ("accuracy", lambda t: _ratio(t[:, 0], t[:, 1])),
     "mIoU": ("segmentation", _miou), "mAcc": ("segmentation", _macc), "aAcc": ("segmentation", _aacc),
 }
+# means of per-query values (k-NN task: `accuracy_sums` of each query's value)
+for _name in ("precision@1", "R-precision", "MAP@R"):
+    STATISTICS[_name] = STATISTICS["top1"]
 
 
 def statistic(metric: str, kind: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function (B, K) summed statistics -> (B,) metric values (fractions) of a metric name
-    of the result rows (`top1_best_epoch` and `top1_last_epoch` are `top1`)."""
-    name = "top1" if metric.startswith("top1") else metric
+    of the result rows (`top1_best_epoch`, `top1_last_epoch` and `knn_top1@<k>` are `top1`)."""
+    name = "top1" if metric.startswith(("top1", "knn_top1@")) else metric
     if name not in STATISTICS:
         raise KeyError(f"no bootstrap statistic for metric {metric!r}; known: {sorted(STATISTICS)}")
     want, fn = STATISTICS[name]
