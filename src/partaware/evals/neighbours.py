@@ -93,6 +93,24 @@ class Chunks:
             raise ValueError(f"features must be a (rows, dim) matrix, got shape {x.shape}")
         return cls(len(x), x.shape[1], lambda lo, hi: x[lo:hi])
 
+    @classmethod
+    def of_store(cls, store, array: str, valid: np.ndarray | None = None, rows_per_chunk: int = 65536) -> "Chunks":
+        """The `valid` rows (a bool mask over the store's rows; default all) of a store array, read
+        a range at a time with the store's NaN/Inf refusal (`read_checked`)."""
+        n = store.n_rows
+        valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+        kept = np.flatnonzero(valid)
+        dim = int(store.info(array)["shape"][-1])
+
+        def read(lo: int, hi: int) -> np.ndarray:
+            span = kept[lo:hi]
+            if not len(span):
+                return np.zeros((0, dim), np.float32)
+            a, b = int(span[0]), int(span[-1]) + 1
+            return store.read_checked(array, a, b, valid=valid[a:b])[span - a]
+
+        return cls(len(kept), dim, read, rows_per_chunk)
+
     def ranges(self, step: int | None = None) -> list[tuple[int, int]]:
         step = max(1, step or self.rows_per_chunk)
         return [(lo, min(lo + step, self.n_rows)) for lo in range(0, self.n_rows, step)]

@@ -60,16 +60,9 @@ def nearest_rows(store, feature: str, query_rows: Sequence[int], k: int,
     position = np.full(int(all_rows.max(initial=0)) + 1, -1, np.int64)
     position[all_rows[kept]] = np.arange(len(kept))
     at = position[np.asarray(query_rows, np.int64)]  # each query's place in the database (queries are valid)
-    dim = store.info(feature)["shape"][-1]
-
-    def read(lo, hi):
-        span = kept[lo:hi]
-        if not len(span):
-            return np.zeros((0, dim), np.float32)
-        return store.read(feature, int(span[0]), int(span[-1]) + 1)[span - span[0]]
-
-    database = Chunks(len(kept), dim, read, rows_per_chunk=batch_rows)
-    queries = np.stack([read(int(p), int(p) + 1)[0] for p in at]) if len(at) else np.zeros((0, dim), np.float32)
+    database = Chunks.of_store(store, feature, valid, rows_per_chunk=batch_rows)
+    queries = (np.concatenate([database.read(int(p), int(p) + 1) for p in at]) if len(at)
+               else np.zeros((0, database.dim), np.float32))
     found = search(database, queries, k, exclude=at)
     rows = np.where(found.ids >= 0, all_rows[kept][np.maximum(found.ids, 0)], -1)
     return found.scores, rows
