@@ -100,3 +100,12 @@ def test_segmentation_paper_protocol_bench():
     assert projection["projected_hours"] == round(lip["projected_hours_7_encoders"]
                                                   + ade["projected_hours_7_encoders"], 2)
     assert projection["meets_target"] is False  # a scaled-down CPU run never claims the target
+
+
+def test_knn_bench(tmp_path):
+    pytest.importorskip("faiss")
+    out = run_bench("knn.py", "--n", "3000", "--queries", "300", "--dim", "32", "--classes", "30",
+                    "--workdir", str(tmp_path), blocked=False)
+    assert out["bench"] == "knn" and out["n"] == 3000 and out["queries"] == 300 and out["protocol"] == "exact"
+    assert out["k_searched"] >= 20 and out["queries_per_s"] > 0 and out["top1_agree"] == 1.0
+    assert 0 <= out["MAP@R"] <= out["R-precision"] <= 1 and out["baseline_s"] > 0
