@@ -82,7 +82,8 @@ def test_ivf_protocol_says_its_recall(tmp_path):
     train, _ = make_store(tmp_path / "train.h5", 90, 0)
     test, _ = make_store(tmp_path / "test.h5", 40, 1)
     rows, _ = tasks.get("knn").rows(job_config(features=["mean"], index="ivf", nlist=4, nprobe=4), CTX, [train, test])
-    assert all(re.search(r"ivf \(nlist 4, nprobe 4; recall@\d+ 1.000 against exact search", r["protocol"]) for r in rows)
+    pattern = r"ivf \(nlist 4, nprobe 4; recall@\d+ 1.000 against exact search"
+    assert all(re.search(pattern, r["protocol"]) for r in rows)
 
 
 def test_k_larger_than_the_database_is_a_config_error(tmp_path):
@@ -105,7 +106,7 @@ def test_check_without_faiss(monkeypatch):
                                       + neighbours.INSTALL)
 
     monkeypatch.setattr(neighbours, "load_faiss", missing)
-    with pytest.raises(C.ConfigError, match="config key datasets.cub.tasks: the knn task needs faiss.*pip install faiss-cpu"):
+    with pytest.raises(C.ConfigError, match="datasets.cub.tasks: the knn task needs faiss.*pip install faiss-cpu"):
         tasks.get("knn").check("datasets.cub", {}, job_config())
     with pytest.raises(C.ConfigError, match="knn.nprobe: 8 is more than knn.nlist"):
         monkeypatch.undo()
