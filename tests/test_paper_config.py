@@ -50,7 +50,7 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     # part sets: all/train/test (no seg cache); imagenet: train/val and their attentive subsets;
     # imagenet_patches: its patch grid
     assert jobs["extract"] == models * (2 * 3 + 4 + 1)
-    assert jobs["evaluate"] == models * (2 * 4 + 2)             # 4 part tasks x 2; imagenet's 2 probes
+    assert jobs["evaluate"] == models * (2 * 4 + 1 + 3)         # 4 part tasks x 2, cub's knn; imagenet's 2 probes + knn
     assert jobs["segment"] == models * 4                        # the paper protocol: ade20k, ade20k150, pascal, lip
     assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
     assert jobs["patch_retrieval"] == jobs["patch_retrieval_projected"] == 1  # Figures 2 and 4
@@ -63,8 +63,9 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
         assert f"results/features/ade20k/{model}/train.zarr" not in out.stdout
         for store in ("train", "val", "train_attentive", "val_attentive"):
             assert f"results/features/imagenet/{model}/{store}.zarr" in out.stdout
-        for task in ("linear", "attentive"):
+        for task in ("linear", "attentive", "knn"):
             assert f"results/evals/imagenet/{model}/{task}.csv" in out.stdout
+        assert f"results/evals/cub/{model}/knn.csv" in out.stdout
         assert f"results/features/imagenet_patches/{model}/patches.zarr" in out.stdout
         assert f"results/evals/imagenet_patches/{model}" not in out.stdout  # figures only
 
