@@ -185,3 +185,18 @@ def test_importing_partaware_needs_no_faiss():
             "import partaware.tasks.knn, partaware.evals.knn, partaware.figures.retrieval_grid\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_summary_figure_shows_k20_beside_the_probes():
+    """The task's headline: knn_top1@20 rows are bars `k-NN <feature>` of the top-1 panel."""
+    from partaware.figures.summary import summary_data
+
+    base = {"dataset": "d", "model": "m", "label_set": "part", "weights": "random", "seed": ""}
+    table = pd.DataFrame([{**base, "task": "knn", "feature": f, "metric": m, "value": v, "protocol": "exact"}
+                          for f, m, v in [("mean", "knn_top1@20", 40.0), ("cls", "knn_top1@20", 50.0),
+                                          ("cls", "knn_top1@10", 60.0), ("cls", "MAP@R", 10.0)]]
+                         + [{**base, "task": "linear", "feature": "cls", "metric": "top1_best_epoch", "value": 70.0,
+                             "protocol": "paper"}])
+    data = summary_data(table)
+    assert set(data["family"]) == {"top-1 accuracy (%)"}
+    assert dict(zip(data["group"], data["value"])) == {"k-NN mean": 40.0, "k-NN cls": 50.0, "linear": 70.0}

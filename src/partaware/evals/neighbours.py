@@ -6,7 +6,7 @@ rows) by FAISS, for the k-NN task, the neighbour metrics and the retrieval figur
   half precision there (`IndexScalarQuantizer` fp16 on a CPU).
 - `index="ivf"`: `IndexIVFFlat` with `nlist` lists probed `nprobe` at a time, for databases too
   large for exact search; its recall@k against exact search on a sample of the queries is
-  measured and returned (`Neighbours.recall`), so the log and the protocol column can say it.
+  measured and returned (`Neighbours.recall`), so the log and the rows' notes can say it.
 
 The database is added to the index chunk by chunk (`Chunks`: e.g. a store read in row ranges), so
 it is held once, in the index; queries are searched in blocks sized by `memory_mb`. Ties: which

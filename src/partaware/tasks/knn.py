@@ -16,12 +16,11 @@ import logging
 
 import numpy as np
 
+from ..evals.knn import METRICS as NEIGHBOUR_METRICS  # numpy only: faiss is imported when a search runs
 from . import register
 from .base import Task
 
 log = logging.getLogger(__name__)
-
-NEIGHBOUR_METRICS = ("precision@1", "R-precision", "MAP@R")  # = evals.knn.METRICS (that module loads lazily)
 
 
 class _Metrics(dict):
