@@ -66,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--format", default=None, choices=["zarr", "hdf5"],
                    help="store of (b) and (c) (default: zarr when importable, else hdf5)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder's blocks in (a) and (b) "
+                   "(`extract.compile: true`)")
     p.add_argument("--encoder-seconds", type=float, default=3.0 if gpu else 1.0, help="time (a) for at least this")
     p.add_argument("--check-nvjpeg", action="store_true",
                    help="also compare torchvision's GPU JPEG decode with the PIL decode extract uses")
@@ -105,6 +107,9 @@ def first_images(index: pd.DataFrame, n_images: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------------- (a)
 def bench_encoder(args, device, amp) -> float:
     encoder = build_encoder({"arch": args.model, "img_size": args.size}).to(device).eval()
+    if args.compile:  # as extract does with `extract.compile: true`
+        for block in encoder.backbone.blocks:
+            block.compile()
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
 
     def forward():
@@ -132,7 +137,7 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
     cfg = {"seed": 0, "device": str(device),
            "cache": {"format": args.format, "dtype": "float16", "chunk_rows": 1024},
            "extract": {"batch_size": args.batch_size, "num_workers": args.workers, "shards": 1,
-                       "precision": args.precision},
+                       "precision": args.precision, "compile": args.compile},
            "data": {"on_bad_image": "error"},
            "datasets": {"bench": ds},
            "models": {"m": {"arch": args.model, "weights": "random", "seed": 0}}}
@@ -275,7 +280,7 @@ def main(argv=None):
         "bench": "extract", "device": device_name(device), "model": args.model,
         "data": str(args.data) if args.data else f"demo: {min(args.unique_images, args.images)} distinct JPEGs 500x375",
         "precision": str(amp).replace("torch.", "") if amp else "fp32", "size": args.size,
-        "batch_size": args.batch_size, "workers": args.workers, "store": args.format,
+        "batch_size": args.batch_size, "workers": args.workers, "store": args.format, "compile": args.compile,
         "n_images": int(index["image_path"].nunique()), "n_patches": len(index),
         "c_n_patches": len(baseline), "data_s": round(data_s, 2),
         "a_patches_per_s": round(a, 1), "b_patches_per_s": round(b["b_patches_per_s"], 1),

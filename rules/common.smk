@@ -19,19 +19,26 @@ try:
 except C.ConfigError as err:
     sys.exit(f"partaware: {err}")
 
-# Local runs: extraction jobs declare gpu=1, and the pool holds as many as there are GPUs (at
-# least 1, which on a CPU-only machine runs one extraction at a time), so two jobs never share
-# a GPU. `--resources gpu=N` overrides; cluster runs leave the count to the scheduler.
-if workflow.local_exec and "gpu" not in workflow.global_resources:
-    import torch
+# Local runs: GPU jobs (extract, segment) declare gpu=1 and the pool holds one per GPU this
+# process sees (at least 1: a CPU-only machine runs one at a time; 1 with `device: cuda:N`);
+# `--resources gpu=N` overrides. Which GPU a job computes on is the job's choice: it locks a
+# free one and narrows CUDA_VISIBLE_DEVICES to it (partaware.gpu_slots). Cluster runs leave
+# both to the scheduler.
+if workflow.local_exec:
+    if "gpu" not in workflow.global_resources:
+        from partaware.gpu_slots import pool_size
 
-    workflow.register_resource("gpu", max(1, torch.cuda.device_count()))
+        workflow.register_resource("gpu", pool_size(CFG["device"]))
+    print(f"partaware: at most {workflow.global_resources['gpu'].value} GPU job(s) at once, each on its own GPU "
+          "(--resources gpu=N caps it)", file=sys.stderr)
+# The cores a GPU job declares (its loader workers follow; Snakemake scales it down to --cores).
+GPU_THREADS = CFG["gpu_threads"]
 
 EXT = {"zarr": ".zarr", "hdf5": ".h5"}[CFG["cache"]["format"]]
 SHARDS = CFG["extract"]["shards"]
 # Run-time knobs reach the jobs through the environment, not their params, so changing them
 # reruns nothing (a cluster job re-reads the config and sets the same variable).
-RUNTIME = {"device": CFG["device"]}
+RUNTIME = {k: CFG[k] for k in C.BASE_RUNTIME_KEYS[""]}
 RUNTIME.update({section: {k: CFG[section][k] for k in keys} for section, keys in C.runtime_keys().items() if section})
 os.environ.update(PARTAWARE_RUNTIME=json.dumps(RUNTIME))
 

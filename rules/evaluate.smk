@@ -45,7 +45,7 @@ rule segment:
         "results/logs/segment/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/segment/{dataset}/{model}.tsv"
-    threads: 2
+    threads: GPU_THREADS
     resources:
         gpu=1,
         mem_mb=16000,

@@ -18,7 +18,7 @@ rule extract:
         "results/logs/extract/{dataset}/{model}/{split}{shard}.log",
     benchmark:
         "results/benchmarks/extract/{dataset}/{model}/{split}{shard}.tsv"
-    threads: 2
+    threads: GPU_THREADS
     resources:
         gpu=1,
         mem_mb=8000,

@@ -43,6 +43,7 @@ def make_cfg(root: Path, *, device="cpu", workers=0, precision="fp32", batch_siz
             "parts": {"kind": "cub", "name": "parts", "root": str(root / "cub"), "parts": [11, 12, 9, 14],
                       "size": size, "resize": size + size // 8, "blocks": [1], "tasks": ["retrieval", "attentive"]},
             "seg": {"kind": "segfolder", "name": "seg", "root": str(root / "seg"), "size": 64, "resize": 72,
+                    "splits": ["train", "val"],
                     "blocks": [1, 2], "tasks": ["segmentation"],
                     "label_sets": {"part": {"dir": "ann", "classes": 6},
                                    "object": {"dir": "ann_object", "classes": 3}}},

@@ -91,10 +91,18 @@ def cmd_fetch(args):
         out.symlink_to(Path(model["path"]).resolve())
 
 
+def _take_gpu(cfg: dict, job: str) -> None:
+    """A workstation GPU job takes a free GPU for its life, before CUDA starts (`gpu_slots`)."""
+    from .gpu_slots import take_gpu
+
+    cfg["device"] = take_gpu(cfg["device"], job, cfg["gpu_wait_s"])
+
+
 def cmd_extract(args):
     from .extract import extract
 
     cfg = _spec(args)
+    _take_gpu(cfg, f"extract {args.dataset}/{args.model}/{args.split} shard {args.shard}")
     extract(cfg, args.dataset, args.model, args.split, Path(args.index) if args.index else None,
             Path(args.out), Path(args.checkpoint) if args.checkpoint else None, shard=args.shard)
 
@@ -132,6 +140,7 @@ def cmd_segment(args):
     from .seg_online.job import run_segment
 
     cfg = _spec(args)
+    _take_gpu(cfg, f"segment {args.dataset}/{args.model}")
     rows, per_class = run_segment(cfg, args.dataset, args.model, Path(args.state),
                                   Path(args.checkpoint) if args.checkpoint else None)
     out = Path(args.out)

@@ -18,6 +18,7 @@ decoder (nvJPEG) is not bound to give the same pixels (`bench/extract.py --check
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from . import config as C
 from . import kinds
 from .devices import autocast_dtype, resolve_device
 from .extraction.loop import run_batches
+from .job_threads import loader_workers
 from .store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,24 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     if writer.rows_done:
         log.info("resuming %s at row %d of %d", out, writer.rows_done, plan.n_rows)
     start = writer.rows_done
-    workers = cfg["extract"]["num_workers"]
+    workers = loader_workers(cfg["extract"]["num_workers"])  # auto: the job's threads - 1
     loader = torch.utils.data.DataLoader(
         plan.loader_data(start), batch_size=plan.images_per_batch, shuffle=False, num_workers=workers,
         collate_fn=plan.collate, pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None)
+    compiled = cfg["extract"].get("compile", False)  # a config without it (tests, benches): off
+    if compiled:  # the same weights, compiled kernels (one warm-up per batch shape)
+        for block in encoder.backbone.blocks:  # every path (features, intermediates) calls them
+            block.compile()
     step = plan.make_step(encoder, device, amp)
+    where = f"{dataset}/{model}/{split}" + (f" shard {shard}" if cfg["extract"]["shards"] > 1 else "")
+    log.info("extract %s: start on %s, precision %s, batch %d images, %d loader workers%s, %d rows to do (of %d)",
+             where, device, amp or "fp32", plan.images_per_batch, workers,
+             ", torch.compile" if compiled else "", plan.n_rows - start, plan.n_rows)
+    t0 = time.perf_counter()
     skipped = _skipped_before(writer, plan.images, start) + run_batches(loader, step, writer, chunk_rows)
+    seconds, rows = time.perf_counter() - t0, plan.n_rows - start
+    log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s", where, rows, seconds, rows / max(seconds, 1e-9))
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
                            "device": str(device)})
 

@@ -7,7 +7,6 @@ Builds the frozen encoder at the dataset's crop size, trains one head per label 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from PIL import Image
@@ -18,6 +17,7 @@ from ..data.errors import DataError
 from ..devices import autocast_dtype, resolve_device
 from ..evals.bootstrap import segmentation_sums
 from ..intervals import attach, settings as stats_settings
+from ..job_threads import loader_workers
 from ..results import context, segmentation_protocol, segmentation_rows
 from ..specs import segment_state_key
 from .infer import evaluate_online
@@ -64,10 +64,10 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
     for reason in skipped_train + skipped_val:
         log.warning("skipped: %s", reason)
     label_sets = {name: spec["classes"] for name, spec in ds["label_sets"].items()}
-    workers = min(sc["num_workers"], len(os.sched_getaffinity(0)))  # more only oversubscribe the cores
-    log.info("%s / %s: %d training images, %d evaluated; crop %d, train scale %s, test scale %s, stride %d",
-             dataset, model, len(train), len(val), pipeline.crop, pipeline.train_scale, pipeline.test_scale,
-             pipeline.stride)
+    workers = loader_workers(sc["num_workers"])  # auto: the job's threads - 1
+    log.info("%s / %s: %d training images, %d evaluated; crop %d, train scale %s, test scale %s, stride %d; "
+             "device %s, %d loader workers", dataset, model, len(train), len(val), pipeline.crop,
+             pipeline.train_scale, pipeline.test_scale, pipeline.stride, device, workers)
     heads = train_online(
         encoder, train, label_sets, pipeline, blocks=ds["blocks"], iters=sc["iters"],
         batch_size=sc["batch_size"], lr=sc["lr"], weight_decay=sc["weight_decay"],

@@ -125,8 +125,9 @@ class Segmentation(Task):
         "checkpoint_every": {"type": "integer", "minimum": 1, "default": 2000,
                              "description": "paper protocol: save the head state (heads, optimiser, iteration) every "
                                             "N iterations (a killed run resumes); run-time knob"},
-        "num_workers": {"type": "integer", "minimum": 0, "default": 8,
-                        "description": "paper protocol: DataLoader workers that decode and augment; run-time knob"},
+        "num_workers": {"description": "paper protocol: DataLoader workers that decode and augment; auto = the "
+                                       "job's threads - 1 (see gpu_threads); run-time knob",
+                        "default": "auto", "oneOf": [{"const": "auto"}, {"type": "integer", "minimum": 0}]},
         "log_every_s": {"type": "number", "minimum": 0, "default": 60,
                         "description": "seconds between progress lines; run-time knob"},
         "window_batch": {"type": "integer", "minimum": 1, "default": 8,
