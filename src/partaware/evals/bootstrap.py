@@ -155,8 +155,9 @@ STATISTICS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 
 def statistic(metric: str, kind: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function (B, K) summed statistics -> (B,) metric values (fractions) of a metric name
-    of the result rows (`top1_best_epoch` and `top1_last_epoch` are `top1`)."""
-    name = "top1" if metric.startswith("top1") else metric
+    of the result rows (`top1_best_epoch` and `top1_last_epoch` are `top1`; the correspondence
+    task's `PCK@<alpha>` and `left_right_confusion` are hits / count per pair, as `top1`)."""
+    name = "top1" if metric.startswith(("top1", "PCK@")) or metric == "left_right_confusion" else metric
     if name not in STATISTICS:
         raise KeyError(f"no bootstrap statistic for metric {metric!r}; known: {sorted(STATISTICS)}")
     want, fn = STATISTICS[name]
