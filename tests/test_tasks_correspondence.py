@@ -92,3 +92,45 @@ def test_registry_splits_and_checks():
         task.check("datasets.ade", {"kind": "segfolder", "tasks": ["correspondence"]}, cfg())
     with pytest.raises(ConfigError, match="task 'nope' is unknown"):
         tasks.get("nope")
+
+
+def test_end_to_end_from_images_through_a_published_store(tmp_path):
+    """Generated images -> dense_plan -> a published store -> the task's rows: a random tiny
+    encoder, so only the plumbing is checked (geometry, counts, finite values, intervals)."""
+    import torch
+    from PIL import Image
+
+    from partaware.data.pairs import image_table
+    from partaware.extraction.dense_images import dense_plan
+    from partaware.extraction.loop import run_batches
+    from partaware.models import build_encoder
+    from partaware.store import StoreWriter, open_store
+
+    rng = np.random.default_rng(0)
+    sizes = {"a": (120, 80), "b": (90, 130), "c": (100, 100)}
+    for key, (w, h) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{key}.png")
+    pts = np.array([[10.0, 20.0], [60.0, 40.0]])
+    pairs = pd.concat([pair_table(str(tmp_path / f"{s}.png"), str(tmp_path / f"{t}.png"), ["x", "y"], pts, pts + 5,
+                                  100.0, pair=i) for i, (s, t) in enumerate([("a", "b"), ("b", "c"), ("c", "a")])])
+    pairs = pairs.assign(src_image=pairs["src_path"], trg_image=pairs["trg_path"])
+    write_pairs(pairs, tmp_path / "index" / "pairs.parquet")
+    run_cfg = {"extract": {"shards": 1, "batch_size": 8}, "cache": {"dtype": "float16", "chunk_rows": 4},
+               "data": {"on_bad_image": "error"}}
+    encoder = build_encoder({"arch": "vit_tiny_patch16_224", "seed": 1, "weights": "random",
+                             "timm_kwargs": {"depth": 2}, "img_size": 64}).eval()
+    plan = dense_plan(run_cfg, image_table(pairs), encoder, torch.device("cpu"), 64, [1], shard=0)
+    layout = {**plan.layout, "row": ((), "int64", 4), "valid": ((), "uint8", 4)}
+    out = tmp_path / "features" / "test_dense64.zarr"
+    writer = StoreWriter(out, plan.n_rows, layout, plan.attrs, "h", resume_key="k")
+    loader = torch.utils.data.DataLoader(plan.loader_data(0), batch_size=2, collate_fn=plan.collate)
+    run_batches(loader, plan.make_step(encoder, torch.device("cpu"), None), writer, 4)
+    writer.publish({})
+    store = open_store(out)
+    assert store.read("size").tolist() == [list(sizes[k]) for k in "abc"]
+    ctx = {"dataset": "d", "model": "m", "group": "", "weights": "random", "index_dir": tmp_path / "index"}
+    rows, per_part = tasks.get("correspondence").rows(cfg(size=64, blocks=[1]), ctx, [store])
+    pck = [r for r in rows if r["metric"].startswith("PCK@")]
+    assert len(pck) == 6 and all(r["n"] == 6 and 0 <= r["value"] <= 100 for r in pck)
+    assert all(np.isfinite(r["ci_low"]) for r in pck)
+    assert {p["part"] for p in per_part} == {"x", "y"}
