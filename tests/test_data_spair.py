@@ -7,20 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REAL_DATA
 from correspondence_helpers import PATCH, SIZE, isolated, maps_from_pairs
 from partaware.data.errors import DataError
 from partaware.data.spair import spair_pairs
 from partaware.evals import correspondence as C
 
-REAL_SPAIR = REAL_DATA / "spair" / "SPair-71k"
-
-
 @pytest.fixture
-def spair(tmp_path):
+def spair(tmp_path, real_data):
     """The real annotations, and a generated JPEG of the annotated size for every image."""
+    from conftest import REAL_SUBSETS
+
     root = tmp_path / "SPair-71k"
-    shutil.copytree(REAL_SPAIR, root)
+    shutil.copytree(real_data / REAL_SUBSETS["spair"], root)
     for ann in (root / "ImageAnnotation").glob("*/*.json"):
         a = json.loads(ann.read_text())
         out = root / "JPEGImages" / a["category"] / a["filename"]
