@@ -134,3 +134,26 @@ def test_end_to_end_from_images_through_a_published_store(tmp_path):
     assert len(pck) == 6 and all(r["n"] == 6 and 0 <= r["value"] <= 100 for r in pck)
     assert all(np.isfinite(r["ci_low"]) for r in pck)
     assert {p["part"] for p in per_part} == {"x", "y"}
+
+
+def test_prepare_pairs_and_the_store_plan(tmp_path):
+    import torch
+
+    from partaware.data.demo import generate_demo_cub
+    from partaware.data.pairs import read_pairs
+    from partaware.models import build_encoder
+    from partaware.tasks.correspondence import dense_store_plan, prepare_pairs
+
+    root = generate_demo_cub(tmp_path / "demo", n_images=24, seed=0)
+    c = {**cfg(pairs=20, size=64), "data": {"on_bad_image": "error"},
+         "extract": {"shards": 1, "batch_size": 8}, "cache": {"dtype": "float16", "chunk_rows": 8}}
+    assert prepare_pairs("cub", {"root": str(root)}, c, tmp_path / "index") == []
+    pairs = read_pairs(tmp_path / "index" / "pairs.parquet")
+    assert pairs["pair"].nunique() == 20 and pairs["visible"].any()
+    encoder = build_encoder({"arch": "vit_tiny_patch16_224", "seed": 1, "weights": "random",
+                             "timm_kwargs": {"depth": 2}, "img_size": 64}).eval()
+    plan = dense_store_plan(c, tmp_path / "index", encoder, torch.device("cpu"))
+    assert plan.n_rows == len(set(pairs["src_image"]) | set(pairs["trg_image"]))
+    assert plan.layout["dense_final"][0][1:] == (4, 4)
+    with pytest.raises(ValueError, match="kind 'segfolder' has none"):
+        prepare_pairs("segfolder", {}, c, tmp_path / "x")

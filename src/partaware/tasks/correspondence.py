@@ -71,6 +71,37 @@ class StoreMaps(Mapping):
         return len(self.row)
 
 
+def prepare_pairs(kind_name: str, ds: dict, cfg: dict, outdir: Path | str) -> list[str]:
+    """Write `<outdir>/pairs.parquet` (outdir: results/index/<dataset>) for a dataset of kind
+    `cub` (pairs drawn by `correspondence.pairs` / `seed`) or `spair` (its listed `test` pairs,
+    left/right pairs from the dataset's `mirror`); returns the messages of SPair pairs left out
+    under `data.on_bad_image: skip` (CUB images are checked when extracted)."""
+    from ..data.pairs import cub_pairs, write_pairs
+    from ..data.spair import spair_pairs
+
+    cc = cfg["correspondence"]
+    if kind_name == "cub":
+        pairs, skipped = cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=ds.get("max_images")), []
+    elif kind_name == "spair":
+        pairs, skipped = spair_pairs(ds["root"], "test", ds.get("mirror"), cfg["data"]["on_bad_image"])
+    else:
+        raise ValueError(f"correspondence pairs: kind {kind_name!r} has none; use it on {' or '.join(KINDS)}")
+    write_pairs(pairs, Path(outdir) / PAIRS_FILE)
+    return skipped
+
+
+def dense_store_plan(cfg: dict, index_dir: Path | str, encoder, device, shard: int = 0):
+    """The ExtractionPlan of the dense-map store (`store_name(cfg)`) of a dataset whose pair
+    table is in `index_dir`: every image the pairs name, at `correspondence.size`, with the raw
+    maps of `correspondence.blocks` (a kind's `plan` returns this for that store)."""
+    from ..data.pairs import image_table, read_pairs
+    from ..extraction.dense_images import dense_plan
+
+    cc = cfg["correspondence"]
+    images = image_table(read_pairs(Path(index_dir) / PAIRS_FILE))
+    return dense_plan(cfg, images, encoder, device, cc["size"], cc["blocks"], shard)
+
+
 @register
 class Correspondence(Task):
     name = "correspondence"
