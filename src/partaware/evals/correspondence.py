@@ -179,17 +179,20 @@ def evaluate_pairs(pairs, maps: dict, sizes: dict, input_wh, patch: int, alphas,
     image without a map are skipped (the caller reports them)."""
     alphas = tuple(float(a) for a in alphas)
     acc = {k: [] for k in ("pair", "part", "pred", "correct", "mirror_ok", "confused")}
-    scored = pairs[pairs["visible"].astype(bool)]
-    for pair_id, rows in scored.groupby("pair", sort=True):
-        src, trg = rows["src_image"].iat[0], rows["trg_image"].iat[0]
-        if src not in maps or trg not in maps:
+    scored = pairs[pairs["visible"].to_numpy(bool)].sort_values("pair", kind="stable")
+    pid = scored["pair"].to_numpy(np.int64)
+    src, trg, part = (scored[c].to_numpy(object) for c in ("src_image", "trg_image", "part"))
+    src_xy, trg_xy, mirror_xy = (scored[[f"{c}_x", f"{c}_y"]].to_numpy(np.float64) for c in ("src", "trg", "mirror"))
+    mirror_vis, box = scored["mirror_visible"].to_numpy(bool), scored["trg_box"].to_numpy(np.float64)
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]]) if len(pid) else np.zeros(0, int)
+    for lo, hi in zip(starts, np.r_[starts[1:], len(pid)].astype(int)):
+        s_key, t_key = src[lo], trg[lo]
+        if s_key not in maps or t_key not in maps:
             continue
-        pred = transfer(maps[src], maps[trg], rows[["src_x", "src_y"]].to_numpy(), sizes[src], sizes[trg],
-                        input_wh, patch, refine)
-        s = score(pred, rows[["trg_x", "trg_y"]].to_numpy(), rows[["mirror_x", "mirror_y"]].to_numpy(),
-                  rows["mirror_visible"].to_numpy(bool), float(rows["trg_box"].iat[0]), alphas, confusion_alpha)
-        acc["pair"].append(np.full(len(rows), pair_id, np.int64))
-        acc["part"].append(rows["part"].to_numpy(object))
+        pred = transfer(maps[s_key], maps[t_key], src_xy[lo:hi], sizes[s_key], sizes[t_key], input_wh, patch, refine)
+        s = score(pred, trg_xy[lo:hi], mirror_xy[lo:hi], mirror_vis[lo:hi], float(box[lo]), alphas, confusion_alpha)
+        acc["pair"].append(pid[lo:hi])
+        acc["part"].append(part[lo:hi])
         acc["pred"].append(pred)
         acc["correct"].append(s.correct)
         acc["mirror_ok"].append(s.mirror_ok)
