@@ -1,6 +1,5 @@
 """CUB keypoint pairs for correspondence (data/pairs.py): drawn by seed, same class, mirror map,
 visibility; real CUB annotations parsed and scored end to end."""
-import numpy as np
 import pytest
 from PIL import Image
 
