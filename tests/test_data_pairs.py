@@ -1,5 +1,7 @@
 """CUB keypoint pairs for correspondence (data/pairs.py): drawn by seed, same class, mirror map,
 visibility; real CUB annotations parsed and scored end to end."""
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -80,3 +82,15 @@ def test_missing_cub_files_name_the_file(real_cub, tmp_path):
         P.cub_pairs(tmp_path)
     with pytest.raises(DataError, match="pair table not found"):
         P.read_pairs(tmp_path / "pairs.parquet")
+
+
+def test_bad_box_or_missing_entry_names_the_file(real_cub, tmp_path):
+    root = tmp_path / "CUB_200_2011"
+    shutil.copytree(real_cub, root, ignore=shutil.ignore_patterns("*.jpg"))
+    boxes = (root / "bounding_boxes.txt").read_text().splitlines()
+    (root / "bounding_boxes.txt").write_text("\n".join(["1 60.0 27.0 0.0 304.0", *boxes[1:]]) + "\n")
+    with pytest.raises(DataError, match=r"bounding_boxes.txt:1: box width 0.0"):
+        P.cub_pairs(root, n_pairs=5)
+    (root / "bounding_boxes.txt").write_text("\n".join(boxes[:-10]) + "\n")  # the last test images lose theirs
+    with pytest.raises(DataError, match=r"bounding_boxes.txt: no entry for image id"):
+        P.cub_pairs(root, n_pairs=5)
