@@ -81,17 +81,30 @@ def test_store_without_a_requested_block_is_refused(setup):
 
 
 def test_registry_splits_and_checks():
+    from partaware import kinds
+
     task = tasks.get("correspondence")
-    assert "correspondence" in tasks.names()
+    assert "correspondence" in tasks.names() and "correspondence" in tasks.evaluated()
     c = cfg(size=448)
-    assert task.splits("cub", {"tasks": ["correspondence"]}, c) == ["test_dense448"]
-    assert task.splits("segfolder", {"tasks": ["correspondence"]}, c) == []
+    ds = {"tasks": ["correspondence"]}
+    assert task.splits(kinds.get("cub"), ds, c) == task.splits(kinds.get("spair"), ds, c) == ["test_dense448"]
+    assert task.splits(kinds.get("segfolder"), ds, c) == task.splits(kinds.get("coco"), ds, c) == []
+    assert task.splits(kinds.get("cub"), ds, None) == []  # the store's name needs correspondence.size
+    assert "correspondence" in kinds.get("cub").tasks and "correspondence" in kinds.get("spair").tasks
+    assert "correspondence" not in kinds.get("coco").tasks
+    assert tasks.statistic_of("PCK@0.07") == tasks.statistic_of("left_right_confusion") == "top1"
+    assert tasks.statistic_of("PCK@x") is None
     with pytest.raises(ConfigError, match="correspondence.alphas"):
         task.check("datasets.cub", {"kind": "cub", "tasks": []}, cfg(alphas=[0.1, 0.1]))
-    with pytest.raises(ConfigError, match="datasets.ade.tasks"):
-        task.check("datasets.ade", {"kind": "segfolder", "tasks": ["correspondence"]}, cfg())
-    with pytest.raises(ConfigError, match="task 'nope' is unknown"):
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
         tasks.get("nope")
+
+
+def test_stale_store_of_another_pair_table_is_refused(setup, tmp_path):
+    store, ctx = setup
+    store.attrs = {**store.attrs, "image_keys": ["a", "b", "x"]}
+    with pytest.raises(KeyError, match="extracted for another pair table"):
+        tasks.get("correspondence").rows(cfg(), ctx, [store])
 
 
 def test_end_to_end_from_images_through_a_published_store(tmp_path):
@@ -136,24 +149,26 @@ def test_end_to_end_from_images_through_a_published_store(tmp_path):
     assert {p["part"] for p in per_part} == {"x", "y"}
 
 
-def test_prepare_pairs_and_the_store_plan(tmp_path):
+def test_cub_kind_builds_pairs_and_plans_the_dense_store(tmp_path):
     import torch
 
+    from partaware import kinds
     from partaware.data.demo import generate_demo_cub
     from partaware.data.pairs import read_pairs
     from partaware.models import build_encoder
-    from partaware.tasks.correspondence import dense_store_plan, prepare_pairs
 
     root = generate_demo_cub(tmp_path / "demo", n_images=24, seed=0)
     c = {**cfg(pairs=20, size=64), "data": {"on_bad_image": "error"},
          "extract": {"shards": 1, "batch_size": 8}, "cache": {"dtype": "float16", "chunk_rows": 8}}
-    assert prepare_pairs("cub", {"root": str(root)}, c, tmp_path / "index") == []
+    kind, ds = kinds.get("cub"), {"name": "d", "root": str(root), "size": 112, "tasks": ["correspondence"]}
+    kind.build_pairs(ds, c, tmp_path / "index" / "pairs.parquet")
     pairs = read_pairs(tmp_path / "index" / "pairs.parquet")
     assert pairs["pair"].nunique() == 20 and pairs["visible"].any()
+    assert kind.input_size(c, ds, "test_dense64") == 64 and kind.input_size(c, ds, "test") == 112
+    assert kind.store_arrays(ds, "test_dense64") == ["dense_final", "size"]
+    assert kind.extract_inputs(ds, "test_dense64") == ["results/index/d/pairs.parquet"]
     encoder = build_encoder({"arch": "vit_tiny_patch16_224", "seed": 1, "weights": "random",
                              "timm_kwargs": {"depth": 2}, "img_size": 64}).eval()
-    plan = dense_store_plan(c, tmp_path / "index", encoder, torch.device("cpu"))
+    plan = kind.plan(c, "d", "test_dense64", encoder, torch.device("cpu"), tmp_path / "index" / "pairs.parquet", 0)
     assert plan.n_rows == len(set(pairs["src_image"]) | set(pairs["trg_image"]))
     assert plan.layout["dense_final"][0][1:] == (4, 4)
-    with pytest.raises(ValueError, match="kind 'segfolder' has none"):
-        prepare_pairs("segfolder", {}, c, tmp_path / "x")

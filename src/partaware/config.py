@@ -189,6 +189,10 @@ def _check_dataset(name: str, kind, ds: dict, cfg: dict) -> None:
         if key not in ds:
             raise ConfigError(f"config key {where}.{key}: required for a {kind.name} dataset, e.g. {kind.example}")
     kind.check(where, ds, cfg)
+    from . import tasks
+
+    for task in ds["tasks"]:
+        tasks.get(task).check(where, ds, cfg)
     if "demo" not in ds:
         for path in kind.paths(ds):
             if not Path(path).exists():

@@ -21,6 +21,16 @@ from .loaders import decode_or_skip, normalise, split_transform
 from .loop import batch_arrays, done_marker, to_host
 
 FINAL = "dense_final"
+STORE_PREFIX = "test_dense"  # the store (split) of a dataset's dense maps: test_dense<size>
+
+
+def store_name(size: int) -> str:
+    """The split name of the dense-map store at input `size` (one store per size)."""
+    return f"{STORE_PREFIX}{int(size)}"
+
+
+def is_dense_store(split: str) -> bool:
+    return split.startswith(STORE_PREFIX) and split[len(STORE_PREFIX):].isdigit()
 
 
 def block_array(block: int) -> str:

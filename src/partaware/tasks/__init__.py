@@ -13,7 +13,7 @@ from importlib import import_module
 
 from .base import Task
 
-_MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval")
+_MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "correspondence")
 TASKS: dict[str, Task] = {}
 _loaded = False
 

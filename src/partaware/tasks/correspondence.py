@@ -17,7 +17,7 @@ import numpy as np
 
 from ..evals import correspondence as C
 from ..evals.bootstrap import ImageSums
-from ..extraction.dense_images import FINAL, block_array
+from ..extraction.dense_images import FINAL, block_array, store_name as dense_store
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from . import register
@@ -25,14 +25,13 @@ from .base import Task
 
 log = logging.getLogger(__name__)
 
-KINDS = ("cub", "spair")  # dataset kinds with keypoint pairs
 PAIRS_FILE = "pairs.parquet"
 _CACHE_MAPS = 256  # dense maps held at once while scoring (pairs share images)
 
 
 def store_name(cfg: dict) -> str:
     """The store (split wildcard) of the dense maps: test images at the configured size."""
-    return f"test_dense{cfg['correspondence']['size']}"
+    return dense_store(cfg["correspondence"]["size"])
 
 
 def feature_name(block: int | None) -> str:
@@ -71,35 +70,30 @@ class StoreMaps(Mapping):
         return len(self.row)
 
 
-def prepare_pairs(kind_name: str, ds: dict, cfg: dict, outdir: Path | str) -> list[str]:
-    """Write `<outdir>/pairs.parquet` (outdir: results/index/<dataset>) for a dataset of kind
-    `cub` (pairs drawn by `correspondence.pairs` / `seed`) or `spair` (its listed `test` pairs,
-    left/right pairs from the dataset's `mirror`); returns the messages of SPair pairs left out
-    under `data.on_bad_image: skip` (CUB images are checked when extracted)."""
-    from ..data.pairs import cub_pairs, write_pairs
-    from ..data.spair import spair_pairs
+class _Metrics(Mapping):
+    """`PCK@<alpha>` (any configured alpha) and `left_right_confusion`: hits / count per pair,
+    resampled as the `top1` statistic (`evals.bootstrap`)."""
 
-    cc = cfg["correspondence"]
-    if kind_name == "cub":
-        pairs, skipped = cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=ds.get("max_images")), []
-    elif kind_name == "spair":
-        pairs, skipped = spair_pairs(ds["root"], "test", ds.get("mirror"), cfg["data"]["on_bad_image"])
-    else:
-        raise ValueError(f"correspondence pairs: kind {kind_name!r} has none; use it on {' or '.join(KINDS)}")
-    write_pairs(pairs, Path(outdir) / PAIRS_FILE)
-    return skipped
+    def __contains__(self, metric):
+        if metric == C.CONFUSION:
+            return True
+        if not isinstance(metric, str) or not metric.startswith("PCK@"):
+            return False
+        try:
+            return float(metric[4:]) > 0
+        except ValueError:
+            return False
 
+    def __getitem__(self, metric):
+        if metric not in self:
+            raise KeyError(metric)
+        return "top1"
 
-def dense_store_plan(cfg: dict, index_dir: Path | str, encoder, device, shard: int = 0):
-    """The ExtractionPlan of the dense-map store (`store_name(cfg)`) of a dataset whose pair
-    table is in `index_dir`: every image the pairs name, at `correspondence.size`, with the raw
-    maps of `correspondence.blocks` (a kind's `plan` returns this for that store)."""
-    from ..data.pairs import image_table, read_pairs
-    from ..extraction.dense_images import dense_plan
+    def __iter__(self):
+        return iter([C.pck_name(0.1), C.CONFUSION])
 
-    cc = cfg["correspondence"]
-    images = image_table(read_pairs(Path(index_dir) / PAIRS_FILE))
-    return dense_plan(cfg, images, encoder, device, cc["size"], cc["blocks"], shard)
+    def __len__(self):
+        return 2
 
 
 @register
@@ -130,33 +124,44 @@ class Correspondence(Task):
         },
     }
 
-    def splits(self, kind, ds: dict, cfg: dict) -> list[str]:
-        name = getattr(kind, "name", kind)
-        return [store_name(cfg)] if name in KINDS and "correspondence" in ds.get("tasks", ()) else []
+    role = "dense"  # kinds with keypoint pairs (`kinds/keypoint_pairs.py`: cub, spair)
+    metrics = _Metrics()
+    headline = {"PCK@0.1": ("correspondence PCK@0.1 (%)", "{feature}")}
+    detail = "per_part"
+
+    def splits(self, kind, ds: dict, cfg: dict | None) -> list[str]:
+        """The dense-map store at `correspondence.size` (its name needs the config: none without)."""
+        return [store_name(cfg)] if cfg is not None and self.role in kind.roles else []
+
+    def store_settings(self, cfg: dict, kind, ds: dict) -> dict:
+        """What shapes the dense store: its input size, the blocks it holds, and (CUB) the pair
+        draw, which picks its images."""
+        cc = cfg["correspondence"]
+        return {"size": cc["size"], "blocks": sorted(set(cc["blocks"])), **kind.pair_settings(cfg, ds)}
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
         from ..config import ConfigError
 
-        cc = cfg["correspondence"]
-        alphas = cc["alphas"]
+        alphas = cfg["correspondence"]["alphas"]
         if len(set(alphas)) != len(alphas):
             raise ConfigError(f"config key correspondence.alphas: {alphas} lists a threshold twice; list each once")
-        kind = ds.get("kind", "")
-        if "correspondence" in ds.get("tasks", ()) and kind not in KINDS:
-            raise ConfigError(f"config key {where}.tasks: correspondence needs keypoint pairs, which kind {kind!r} "
-                              f"has not; use it on a dataset of kind {' or '.join(KINDS)}")
+
+    def figures(self, cfg: dict) -> list:
+        return ["correspondence"]
 
     def pairs_path(self, cfg: dict, ctx: dict) -> Path:
         """`ctx["index_dir"]` (results/index/<dataset>) / pairs.parquet."""
-        base = Path(ctx.get("index_dir") or Path(cfg.get("results_dir", "results")) / "index" / ctx["dataset"])
-        return base / PAIRS_FILE
+        return Path(ctx.get("index_dir") or Path("results") / "index" / ctx["dataset"]) / PAIRS_FILE
 
     def rows(self, cfg: dict, ctx: dict, stores: list) -> tuple[list[dict], list[dict]]:
         from ..data.pairs import read_pairs
 
         cc = cfg["correspondence"]
         store = stores[0]
-        pairs = read_pairs(self.pairs_path(cfg, ctx))
+        path = self.pairs_path(cfg, ctx)
+        pairs = read_pairs(path)
+        _check_images(store, pairs, path)
+        ctx = {k: v for k, v in ctx.items() if k != "index_dir"}  # a job's input, not a column
         size, patch = int(store.attrs.get("input_size", cc["size"])), int(store.attrs["patch_size"])
         keys = list(store.attrs["image_keys"])
         sizes = dict(zip(keys, map(tuple, store.read("size").tolist())))
@@ -176,7 +181,8 @@ class Correspondence(Task):
                 log.warning("%s: %d pair(s) name images skipped at extraction; they are left out", ctx["dataset"],
                             skipped)
             rows += self._rows(ctx, feature_name(block), res, cc, skipped, stats)
-            per_part += [{**ctx, "task": self.name, "feature": feature_name(block), "refine": cc["refine"], **r}
+            per_part += [{**ctx, "task": self.name, "feature": feature_name(block), "refine": cc["refine"],
+                          **{k: 100 * v if k in self.metrics else v for k, v in r.items()}}  # in %, as the table
                          for r in res.per_part()]
         return rows, per_part
 
@@ -191,3 +197,12 @@ class Correspondence(Task):
             ids, sums = res.pair_sums(metric)
             out += attach([row], ImageSums("accuracy", ids, sums) if n else None, stats)
         return out
+
+
+def _check_images(store, pairs, pairs_path: Path) -> None:
+    """A store extracted for another pair table (other images) is an error naming both files."""
+    held = set(store.attrs["image_keys"])
+    absent = sorted((set(pairs["src_image"]) | set(pairs["trg_image"])) - held)
+    if absent:
+        raise KeyError(f"{store.paths[0]}: holds no row for {len(absent)} image(s) of {pairs_path} (e.g. "
+                       f"{absent[0]!r}): it was extracted for another pair table; delete it and rerun the workflow")
