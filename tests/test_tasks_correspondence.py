@@ -172,3 +172,28 @@ def test_cub_kind_builds_pairs_and_plans_the_dense_store(tmp_path):
     plan = kind.plan(c, "d", "test_dense64", encoder, torch.device("cpu"), tmp_path / "index" / "pairs.parquet", 0)
     assert plan.n_rows == len(set(pairs["src_image"]) | set(pairs["trg_image"]))
     assert plan.layout["dense_final"][0][1:] == (4, 4)
+
+
+def test_table_md_has_a_correspondence_section(setup, tmp_path):
+    """The rows of two encoders through `partaware table`'s writer: a section with each encoder's
+    PCK and left/right confusion, their intervals, and the part it confuses most."""
+    from partaware.atomic import write_csv
+    from partaware.intervals import settings as stats_settings, write_results
+    from partaware.report import write_table
+
+    store, ctx = setup
+    inputs = []
+    for model in ("m1", "m2"):
+        rows, per_part = tasks.get("correspondence").rows(cfg(), {**ctx, "model": model}, [store])
+        out = tmp_path / "evals" / "cub" / model / "correspondence.csv"
+        write_csv(pd.DataFrame(per_part), out.with_name("correspondence_per_part.csv"))
+        write_results(rows, out, stats_settings({"stats": STATS}))
+        inputs.append(out)
+    table = write_table(inputs, tmp_path / "table.csv", tmp_path / "table.md")
+    assert set(table["metric"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "left_right_confusion"}
+    md = (tmp_path / "table.md").read_text()
+    section = md.split("## Part correspondence")[1].split("\n## ")[0]
+    assert "### cub: dense final" in section and "| model | PCK@0.05 | PCK@0.1 | PCK@0.15 | left_right_confusion |" in section
+    line = next(ln for ln in section.splitlines() if ln.startswith("| m1 |"))
+    assert line.count("[") >= 4  # every value with its interval over pairs
+    assert "eye" in line  # the most confused part, from correspondence_per_part.csv
