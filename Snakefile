@@ -22,6 +22,7 @@ localrules:
     all,
     demo_data,
     part_index,
+    pair_table,
     gather_shards,
     table,
     summary_plot,

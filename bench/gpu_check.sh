@@ -31,9 +31,9 @@ fi
 $PY -c "import partaware.extract, partaware.evals.retrieval, partaware.store; print('partaware imports without zarr/faiss')" \
     || failed+=(import)
 
-step "tests (extraction, benches, retrieval AP, neighbours)"
+step "tests (extraction, benches, retrieval AP, k-NN: skipped without faiss)"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -rs tests/test_extract.py tests/test_bench.py \
-    tests/test_evals_retrieval.py tests/test_evals_neighbours.py 2>&1 | tee "$OUT/pytest.log"
+    tests/test_evals_retrieval.py tests/test_evals_knn.py 2>&1 | tee "$OUT/pytest.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=(pytest)
 
 step "bench/extract.py: ViT-B/16 at 224, bf16, 16000 images (b), 2000 images (c)"

@@ -8,7 +8,8 @@ tests do) on `--sample` queries, extrapolated to N. The sampled queries must agr
 the features are built so that float32 computes every cosine exactly (`exact_unit_rows`), so
 the check does not depend on the order a BLAS or GPU sums in.
 `--faiss-recall` adds the recall@k of a faiss IVF-Flat index against exact search
-(`partaware.evals.neighbours.approximate_recall`); only that option needs faiss.
+(`partaware.evals.neighbours.search`, every query's exact neighbours the reference); only that
+option needs faiss.
 
     python bench/retrieval.py                   # GPU: N=50,000 D=768; CPU: N=20,000 D=768
     python bench/retrieval.py --n 5000          # CPU smoke test
@@ -147,11 +148,12 @@ def main(argv=None):
         "torch": torch.__version__,
     }
     if args.faiss_recall:
-        from partaware.evals.neighbours import approximate_recall
+        from partaware.evals.neighbours import SearchSpec, search
 
         nlist = args.nlist or int(np.sqrt(args.n))
         t0 = time.perf_counter()
-        recall = approximate_recall(feats, args.k, nlist, args.nprobe, seed=args.seed)
+        spec = SearchSpec(index="ivf", nlist=nlist, nprobe=args.nprobe, seed=args.seed, recall_sample=args.n)
+        recall = search(feats, feats, args.k, exclude=np.arange(args.n), spec=spec).recall
         result.update({"faiss_recall_at_k": round(recall, 4), "faiss_k": args.k, "faiss_nlist": nlist,
                        "faiss_nprobe": args.nprobe, "faiss_seconds": round(time.perf_counter() - t0, 2)})
     print(json.dumps(result), flush=True)

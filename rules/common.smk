@@ -53,6 +53,16 @@ def task_spec(dataset, model, task):
     return json.dumps(specs.task_spec(CFG, dataset, model, task), sort_keys=True)
 
 
+def extract_spec(dataset, model, split):
+    """An extraction's spec: the dataset's and model's, plus task settings that shape this store."""
+    return json.dumps(specs.extract_spec(CFG, dataset, model, split), sort_keys=True)
+
+
+def pairs_spec(dataset):
+    """The pair table's spec (`partaware.specs.pairs_spec`)."""
+    return json.dumps(specs.pairs_spec(CFG, dataset), sort_keys=True)
+
+
 DATA_KEYS, INDEX_KEYS = specs.DATA_KEYS, specs.INDEX_KEYS
 
 
@@ -83,6 +93,11 @@ def indexed_datasets():
 def dataset_inputs(wildcards):
     """Files a part index depends on: the generated demo folder, or the dataset's annotation files."""
     return kind_of(wildcards.dataset).index_inputs(CFG["datasets"][wildcards.dataset])
+
+
+def pair_inputs(wildcards):
+    """Files a pair table depends on: the generated demo folder, or the dataset's annotation files."""
+    return kind_of(wildcards.dataset).pair_inputs(CFG["datasets"][wildcards.dataset])
 
 
 def checkpoint_path(model):
@@ -196,6 +211,11 @@ def patch_store(dataset, model):
     return store_path(dataset, model, C.task_splits(CFG["datasets"][dataset], "patch_retrieval")[0])
 
 
+def dense_store(dataset, model):
+    """The correspondence task's dense-map store of a dataset (or its shard manifest)."""
+    return store_path(dataset, model, C.task_splits(CFG["datasets"][dataset], "correspondence", CFG)[0])
+
+
 PROJECTED = projected_model(CFG)  # the encoder of the encoded-vs-projected patch figure, or None
 
 
@@ -207,7 +227,7 @@ def projected_store(wildcards):
 
 
 def figure_targets():
-    """Every figure of the configured datasets, the summary of the table, the part-vs-object
+    """Every figure of the configured datasets (correspondence: pairs with predicted keypoints), the summary of the table, the part-vs-object
     contrast where a dataset has both levels, and the depth curves where stores hold per-block
     summaries."""
     out = []
@@ -220,6 +240,8 @@ def figure_targets():
             out.append(f"results/figures/{dataset}/patch_retrieval.png")
             if PROJECTED and ds["proj_max_dim"]:  # encoded vs projected (the paper's Figure 4)
                 out.append(f"results/figures/{dataset}/patch_retrieval_projected.png")
+        if "correspondence" in ds["tasks"]:
+            out.append(f"results/figures/{dataset}/correspondence.png")
     out.append("results/figures/summary.png")
     out += ["results/figures/depth.png"] if any(block_summaries(d) for d in CFG["datasets"]) else []
     return out + (["results/figures/contrast.png"] if contrast_datasets() else [])

@@ -1,4 +1,4 @@
-# Datasets: generate the demo data, build part indexes, fetch checkpoints.
+# Datasets: generate the demo data, build part indexes and pair tables, fetch checkpoints.
 
 
 rule demo_data:
@@ -32,6 +32,22 @@ rule part_index:
     shell:
         "partaware index --spec {params.spec:q} --dataset {wildcards.dataset} "
         "--outdir results/index/{wildcards.dataset} > {log:q} 2>&1"
+
+
+rule pair_table:
+    """The keypoint pairs of a dataset with them (task correspondence): drawn (CUB) or listed (SPair)."""
+    input:
+        pair_inputs,
+    output:
+        "results/index/{dataset}/pairs.parquet",
+    params:
+        spec=lambda wc: pairs_spec(wc.dataset),
+    log:
+        "results/logs/pair_table/{dataset}.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "partaware pairs --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_checkpoint:

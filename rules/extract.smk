@@ -10,7 +10,7 @@ rule extract:
         directory("results/features/{dataset}/{model}/{split}{shard}.zarr") if EXT == ".zarr"
         else "results/features/{dataset}/{model}/{split}{shard}.h5",
     params:
-        spec=lambda wc: spec(dataset=wc.dataset, model=wc.model),
+        spec=lambda wc: extract_spec(wc.dataset, wc.model, wc.split),
         index=index_arg,
         checkpoint=checkpoint_arg,
         shard=shard_number,

@@ -1,5 +1,5 @@
 # Figures from the cache and the table: retrieval grids, feature maps, the summary plot, the
-# part-vs-object contrast.
+# part-vs-object contrast, keypoint correspondence.
 # Every figure is tagged for `snakemake --report results/report.html`.
 
 
@@ -69,6 +69,29 @@ rule patch_retrieval_projected:
     shell:
         "partaware figure-patches --projected --spec {params.spec:q} --dataset {wildcards.dataset} "
         "--out {output:q} --models {params.model} -- {input.stores:q} > {log:q} 2>&1"
+
+
+rule correspondence_figure:
+    """Source/target pairs with each encoder's predicted vs true keypoints (task correspondence)."""
+    input:
+        images=demo_root,
+        pairs="results/index/{dataset}/pairs.parquet",
+        stores=lambda wc: [dense_store(wc.dataset, m) for m in CFG["models"]],
+    output:
+        report("results/figures/{dataset}/correspondence.png", caption="../workflow/report/correspondence.rst",
+               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "correspondence"}),
+    params:
+        spec=lambda wc: spec(dataset=wc.dataset, sections=("correspondence",)),
+        models=" ".join(CFG["models"]),
+    log:
+        "results/logs/figures/{dataset}/correspondence.log",
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "partaware figure-correspondence --spec {params.spec:q} --dataset {wildcards.dataset} --pairs {input.pairs:q} "
+        "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"
 
 
 rule feature_maps:

@@ -13,6 +13,7 @@ REAL_SUBSETS = {
     "lip": "lip",
     "pascal_part": "pascal_part",
     "ade20k": "ade20k/ADE20K_2021_17_01",
+    "spair": "spair/SPair-71k",
 }
 
 

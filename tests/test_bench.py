@@ -107,3 +107,13 @@ def test_seg_loader_bench_gives_identical_views():
     out = run_bench("seg_loader.py", "--draws", "3", "--images", "2")
     assert out["bench"] == "seg_loader" and out["identical_views"] is True
     assert out["ms_per_image"] > 0 and out["ms_per_image_old"] > 0
+
+
+def test_knn_bench(tmp_path):
+    pytest.importorskip("faiss")
+    out = run_bench("knn.py", "--n", "3000", "--queries", "300", "--dim", "32", "--classes", "30",
+                    "--workdir", str(tmp_path), blocked=False)
+    assert out["bench"] == "knn" and out["n"] == 3000 and out["queries"] == 300 and out["protocol"] == "exact"
+    assert out["k_searched"] >= 20 and out["queries_per_s"] > 0 and out["top1_agree"] == 1.0
+    assert 0 <= out["MAP@R"] <= out["R-precision"] <= 1 and out["baseline_s"] > 0
+

@@ -35,8 +35,14 @@ def _env(tmp_path: Path) -> dict:
             "TORCH_HOME": str(tmp_path / "torch"), "HF_HUB_OFFLINE": "1"}
 
 
+def _spair_stand_in(root: Path) -> None:
+    for folder in ("PairAnnotation/test", "ImageAnnotation"):
+        (root / MODERN["datasets"]["spair"]["root"] / folder).mkdir(parents=True, exist_ok=True)
+
+
 def test_modern_config_keeps_the_papers_datasets_and_encoders():
-    assert MODERN["datasets"] == PAPER["datasets"]
+    assert {k: v for k, v in MODERN["datasets"].items() if k != "spair"} == PAPER["datasets"]
+    assert MODERN["datasets"]["spair"]["tasks"] == ["correspondence"]
     assert {k: v for k, v in MODERN["models"].items() if k in PAPER["models"]} == PAPER["models"]
     assert len(TIMM_MODELS) == 8 and set(MODERN["models"]) == set(PAPER["models"]) | set(TIMM_MODELS)
     assert {k: v for k, v in MODERN.items() if k not in ("datasets", "models")} == \
@@ -45,6 +51,7 @@ def test_modern_config_keeps_the_papers_datasets_and_encoders():
 
 def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
     _stand_ins(tmp_path)
+    _spair_stand_in(tmp_path)
     _hub_stand_ins(tmp_path / "hub")
     out = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                           "--configfile", str(REPO / "configs" / "modern.yaml"), "-n", "--cores", "8"],
@@ -57,15 +64,19 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
     assert jobs["fetch_checkpoint"] == len(PAPER["models"])  # timm weights come from the cache
     assert jobs["extract"] % n_models == 0 and jobs["evaluate"] % n_models == 0
     assert jobs["segment"] == n_models * len(seg_datasets)
+    assert jobs["pair_table"] == 2 and jobs["correspondence_figure"] == 2  # cub, spair
     for model in TIMM_MODELS:
         assert f"resources/checkpoints/{model}.pth" not in out.stdout
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
+        assert f"results/evals/spair/{model}/correspondence.csv" in out.stdout
+        assert f"results/features/spair/{model}/test_dense224.zarr" in out.stdout
         for dataset in seg_datasets:
             assert f"results/evals/{dataset}/{model}/segmentation_paper.csv" in out.stdout
 
 
 def test_modern_config_without_cached_weights_stops_naming_the_model(tmp_path):
     _stand_ins(tmp_path)
+    _spair_stand_in(tmp_path)
     out = subprocess.run([str(BIN / "partaware"), "check-config", str(REPO / "configs" / "modern.yaml")],
                          capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path)
     assert out.returncode == 1

@@ -16,7 +16,8 @@ PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
 def _stand_ins(root: Path) -> None:
     """Empty files and folders where paper.yaml expects the datasets and the two local checkpoints."""
     cub = root / "data" / "CUB_200_2011"
-    for name in ("images.txt", "train_test_split.txt", "parts/parts.txt", "parts/part_locs.txt"):
+    for name in ("images.txt", "train_test_split.txt", "parts/parts.txt", "parts/part_locs.txt",
+                 "image_class_labels.txt", "bounding_boxes.txt"):  # the last two: correspondence pairs
         (cub / name).parent.mkdir(parents=True, exist_ok=True)
         (cub / name).write_text("")
     for split in ("train", "test"):
@@ -47,10 +48,13 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     models = 7
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco
-    # part sets: all/train/test (no seg cache); imagenet: train/val and their attentive subsets;
-    # imagenet_patches: its patch grid
-    assert jobs["extract"] == models * (2 * 3 + 4 + 1)
-    assert jobs["evaluate"] == models * (2 * 4 + 2)             # 4 part tasks x 2; imagenet's 2 probes
+    assert jobs["pair_table"] == 1                              # cub's correspondence pairs
+    # part sets: all/train/test (no seg cache); cub: its dense maps; imagenet: train/val and their
+    # attentive subsets; imagenet_patches: its patch grid
+    assert jobs["extract"] == models * (2 * 3 + 1 + 4 + 1)
+    # 4 part tasks x 2; cub's knn and correspondence; imagenet's 2 probes + knn
+    assert jobs["evaluate"] == models * (2 * 4 + 1 + 1 + 3)
+    assert jobs["correspondence_figure"] == 1
     assert jobs["segment"] == models * 4                        # the paper protocol: ade20k, ade20k150, pascal, lip
     assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
     assert jobs["patch_retrieval"] == jobs["patch_retrieval_projected"] == 1  # Figures 2 and 4
@@ -60,11 +64,14 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
         assert f"results/evals/ade20k/{model}/segmentation_paper.csv" in out.stdout
         assert f"results/evals/ade20k150/{model}/segmentation_paper.csv" in out.stdout
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
+        assert f"results/features/cub/{model}/test_dense224.zarr" in out.stdout
+        assert f"results/evals/cub/{model}/correspondence.csv" in out.stdout
         assert f"results/features/ade20k/{model}/train.zarr" not in out.stdout
         for store in ("train", "val", "train_attentive", "val_attentive"):
             assert f"results/features/imagenet/{model}/{store}.zarr" in out.stdout
-        for task in ("linear", "attentive"):
+        for task in ("linear", "attentive", "knn"):
             assert f"results/evals/imagenet/{model}/{task}.csv" in out.stdout
+        assert f"results/evals/cub/{model}/knn.csv" in out.stdout
         assert f"results/features/imagenet_patches/{model}/patches.zarr" in out.stdout
         assert f"results/evals/imagenet_patches/{model}" not in out.stdout  # figures only
 

@@ -29,7 +29,7 @@ def test_table_has_every_measurement(finished_run):
     table = pd.read_csv(finished_run / "results" / "table.csv")
     expected_cols = {"dataset", "task", "model", "feature", "metric", "value", "n", "seed"}
     assert expected_cols <= set(table.columns)
-    assert set(table["task"]) == {"retrieval", "linear", "attentive", "logistic", "segmentation"}
+    assert set(table["task"]) == {"retrieval", "linear", "attentive", "logistic", "knn", "segmentation"}
     assert set(table.loc[table.task == "segmentation", "label_set"]) == {"part", "object"}
     seg = table[table.task == "segmentation"]
     assert set(seg["protocol"]) == {"paper", "cached"}  # both, side by side
@@ -38,6 +38,9 @@ def test_table_has_every_measurement(finished_run):
     assert seg.groupby(["label_set", "model", "metric"]).size().eq(2).all()
     assert set(table.loc[table.task == "retrieval", "metric"]) == {"AP", "mAP"}
     assert set(table.loc[table.task == "linear", "seed"]) == {0, 1}
+    knn = table[(table.task == "knn") & table.feature.isin(["mean", "cls"])]
+    assert set(knn["metric"]) == {"knn_top1@1", "knn_top1@5", "precision@1", "R-precision", "MAP@R"}
+    assert set(knn["protocol"]) == {"exact"} and (knn["ci_low"] <= knn["ci_high"]).all()
     assert table["value"].between(0, 100).all()
     assert (table["weights"] == "random").all()
     md = (finished_run / "results" / "table.md").read_text()
@@ -62,9 +65,9 @@ def test_added_model_runs_only_its_jobs(finished_run):
     added = copy.deepcopy(TINY)
     added["models"]["tiny_b"] = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 2}
     jobs = planned_jobs(finished_run, added)
-    # 3 part splits + 2 segmentation splits; 4 part tasks + cached segmentation; the paper
+    # 3 part splits + 2 segmentation splits; 5 part tasks + cached segmentation; the paper
     # protocol's segmentation; the table; the figures that show every model
-    assert jobs == {"extract": 5, "evaluate": 5, "segment": 1, "table": 1, "summary_plot": 1,
+    assert jobs == {"extract": 5, "evaluate": 6, "segment": 1, "table": 1, "summary_plot": 1,
                     "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1}
 
 

@@ -75,6 +75,16 @@ def cmd_index(args):
     kinds.of(ds).build_index(ds, Path(args.outdir), args.splits)
 
 
+def cmd_pairs(args):
+    cfg = _spec(args)
+    ds = cfg["datasets"][args.dataset]
+    kind = kinds.of(ds)
+    if not hasattr(kind, "build_pairs"):
+        raise C.ConfigError(f"--dataset {args.dataset}: kind {kind.name} has no keypoint pairs; use a dataset of "
+                            f"kind {' or '.join(n for n in kinds.names() if hasattr(kinds.get(n), 'build_pairs'))}")
+    kind.build_pairs(ds, cfg, Path(args.out))
+
+
 def cmd_fetch(args):
     from .models.checkpoints import fetch_checkpoint, verify_checkpoint
 
@@ -128,11 +138,14 @@ def cmd_evaluate(args):
                             f"{', '.join(tasks.evaluated())}")
     cfg = _spec(args)
     ctx = context(cfg, args.dataset, args.model)
+    # results/evals/<dataset>/<model>/<task>.csv -> results/index/<dataset> (a task's pair table)
+    ctx["index_dir"] = Path(args.index_dir) if args.index_dir else \
+        Path(args.out).absolute().parents[3] / "index" / args.dataset
     expect = _expected_hashes(cfg, args.dataset, args.model, args.task, len(args.stores))
     stores = [open_store(p, expect_hash=h) for p, h in zip(args.stores, expect)]
     rows, per_class = task.rows(cfg, ctx, stores)
     if per_class:
-        write_csv(pd.DataFrame(per_class), Path(args.out).with_name(f"{args.task}_per_class.csv"))
+        write_csv(pd.DataFrame(per_class), Path(args.out).with_name(f"{args.task}_{task.detail}.csv"))
     write_results(rows, Path(args.out), stats_settings(cfg))  # the CSV and its <task>_stats.npz
 
 
@@ -219,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True, help="folder for <split>.parquet (results/index/<dataset>)")
     s.add_argument("--splits", nargs="+", default=["all", "train", "test"],
                    help="index files to write: all (the retrieval set), train, test")
+    s = job("pairs", cmd_pairs, "build the keypoint pair table of a dataset (the correspondence task)")
+    s.add_argument("--dataset", required=True, help=DATASET_HELP)
+    s.add_argument("--out", required=True, help="the pair table to write (results/index/<dataset>/pairs.parquet)")
     s = job("fetch", cmd_fetch, "download or verify a checkpoint")
     s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, help="where the checkpoint goes (a link when the model has a `path`)")
@@ -240,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help=DATASET_HELP)
     s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, help="the result CSV (results/evals/<dataset>/<model>/<task>.csv)")
+    s.add_argument("--index-dir", default=None, help="the dataset's index folder, for tasks that read one (default: "
+                                                     "results/index/<dataset> beside the --out tree)")
     s.add_argument("stores", nargs="+", help="the stores the task reads (retrieval: all; probes: train test; "
                                              "segmentation: train val)")
     s = job("segment", cmd_segment, "the paper's segmentation protocol: online training on the frozen "

@@ -1,5 +1,5 @@
-"""`partaware figure-grid | figure-patches | figure-maps | figure-summary | figure-contrast |
-figure-depth`: the figure jobs of rules/figures.smk.
+"""`partaware figure-grid | figure-patches | figure-maps | figure-correspondence | figure-summary |
+figure-contrast | figure-depth`: the figure jobs of rules/figures.smk.
 
 Kept apart from cli.py so the figure commands can change without touching the core CLI;
 `cli.build_parser` calls `add_figure_commands(sub)`. Like the other jobs, rules pass the config
@@ -76,6 +76,17 @@ def cmd_figure_patches(args):
     print(f"{args.out}: queries (rows) {res['queries']}; rows: {', '.join(drawn)}")
 
 
+def cmd_figure_correspondence(args):
+    from .data.pairs import read_pairs
+    from .figures.correspondence import draw_from_stores
+    from .store import open_store
+
+    spec, _ = _settings(args)
+    stores = {m: open_store(p) for m, p in zip(_models(args), args.stores)}
+    shown = draw_from_stores(spec, read_pairs(args.pairs), stores, args.out)
+    print(f"{args.out}: pairs {shown}, {len(stores)} encoders")
+
+
 def cmd_figure_summary(args):
     from .figures.summary import summary_plot
 
@@ -120,6 +131,9 @@ def add_figure_commands(sub) -> None:
                    help="one store: its encoded (mean) vs projected (proj) neighbours (the paper's Figure 4)")
     s = figure("figure-maps", cmd_figure_maps, "PCA of a block's token maps beside image and part labels")
     s.add_argument("--split", default=None, help="default: the dataset's last split (val)")
+    s = figure("figure-correspondence", cmd_figure_correspondence,
+               "keypoint transfer: source/target pairs with each encoder's predicted vs true keypoints")
+    s.add_argument("--pairs", required=True, help="the pair table (results/index/D/pairs.parquet)")
     s = sub.add_parser("figure-summary", help="bar charts of results/table.csv with the paper's values")
     s.add_argument("--table", required=True, help="results/table.csv")
     s.add_argument("--out", required=True, help="the PNG to write")

@@ -184,11 +184,15 @@ def validate(config: dict) -> dict:
 
 
 def _check_dataset(name: str, kind, ds: dict, cfg: dict) -> None:
+    from . import tasks
+
     where = f"datasets.{name}"
     for key in kind.required:
         if key not in ds:
             raise ConfigError(f"config key {where}.{key}: required for a {kind.name} dataset, e.g. {kind.example}")
     kind.check(where, ds, cfg)
+    for task in ds["tasks"]:  # each task's own checks (e.g. knn needs faiss)
+        tasks.get(task).check(where, ds, cfg)
     if "demo" not in ds:
         for path in kind.paths(ds):
             if not Path(path).exists():

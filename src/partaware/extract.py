@@ -44,8 +44,10 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     device = resolve_device(cfg["device"])
     amp = autocast_dtype(cfg["extract"]["precision"], device)
     torch.manual_seed(cfg["seed"])
-    encoder = build_encoder({**mcfg, "img_size": mcfg.get("img_size", ds["size"])}, checkpoint).to(device).eval()
-    plan = kinds.of(ds).plan(cfg, dataset, split, encoder, device, index_path, shard)
+    kind = kinds.of(ds)
+    size = mcfg.get("img_size", kind.input_size(cfg, ds, split))
+    encoder = build_encoder({**mcfg, "img_size": size}, checkpoint).to(device).eval()
+    plan = kind.plan(cfg, dataset, split, encoder, device, index_path, shard)
     chunk_rows = cfg["cache"]["chunk_rows"]
     layout = {**plan.layout, "row": ((), "int64", chunk_rows), "valid": ((), "uint8", chunk_rows)}
 

@@ -187,6 +187,52 @@ def contrast_section(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _per_part(inputs: list[Path], detail: str = "correspondence_per_part.csv") -> pd.DataFrame:
+    """The correspondence jobs' per-part rows (`<task>_per_part.csv` beside their CSVs)."""
+    paths = [Path(p).with_name(detail) for p in inputs if Path(p).name == "correspondence.csv"]
+    frames = [pd.read_csv(p) for p in paths if p.is_file() and p.stat().st_size > 0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _most_confused(parts: pd.DataFrame, shown: int = 2) -> str:
+    """`left leg 31.0 (n=40)`: the parts most often transferred onto their left/right counterpart."""
+    if parts.empty or "left_right_confusion" not in parts:
+        return ""
+    rated = parts[_column(parts, "n_mirror") > 0].sort_values("left_right_confusion", ascending=False, kind="stable")
+    return ", ".join(f"{r.part} {r.left_right_confusion:.1f} (n={int(r.n_mirror)})" for r in rated.head(shown).itertuples())
+
+
+def correspondence_section(table: pd.DataFrame, inputs: list[Path]) -> str:
+    """The keypoint-correspondence section of table.md (task `correspondence`): per dataset and
+    feature, each encoder's PCK@alpha and left/right confusion with their intervals over pairs,
+    and the parts it confuses most (from `correspondence_per_part.csv`). Empty without such rows."""
+    rows = table[table["task"] == "correspondence"] if "task" in table else table.iloc[:0]
+    if rows.empty:
+        return ""
+    parts = _per_part(inputs)
+    lines = ["", "## Part correspondence (keypoint transfer; not in the paper)", "",
+             "Zero-shot transfer of each keypoint from a source image to a target image of the same class by the "
+             "best cosine match in the encoder's dense tokens. `PCK@a`: the share of transfers within a x max(h, w) "
+             "of the target's object box; `left_right_confusion`: among keypoints whose left/right counterpart is "
+             "visible in the target, the share that land on the counterpart instead. `[lo, hi]`: bootstrap "
+             "interval over pairs. Most confused: the parts with the highest left/right confusion (per-part "
+             "values in `correspondence_per_part.csv`).", ""]
+    for (dataset, feature), d in rows.groupby(["dataset", "feature"], sort=False):
+        metrics = list(dict.fromkeys(d["metric"]))
+        pairs = _span(_column(d[d["metric"] != "left_right_confusion"], "n").dropna())
+        lines += [f"### {dataset}: {feature} ({pairs} transfers)", "",
+                  "| model | " + " | ".join(metrics) + " | most confused |", "|---|" + "---|" * (len(metrics) + 1)]
+        for model, m in d.groupby("model", sort=False):
+            by_metric = m.drop_duplicates("metric").set_index("metric")
+            cells = [_cell(by_metric.at[k, "value"], float("nan"), 1, float("nan"), by_metric.at[k, "ci_low"],
+                           by_metric.at[k, "ci_high"]) for k in metrics if k in by_metric.index]
+            own = parts[(parts["dataset"] == dataset) & (parts["model"] == model) & (parts["feature"] == feature)] \
+                if not parts.empty else parts
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {_most_confused(own)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def pairwise_section(inputs: list[Path]) -> str:
     """The pairwise section of table.md: per dataset, task, feature and metric, a matrix of the
     differences between encoders (row minus column, points) from the per-image statistics the
@@ -259,7 +305,7 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               "are in table.csv and figures/depth.png.\n\n")
     final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
     write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
-               + pairwise_section(inputs))
+               + correspondence_section(table, inputs) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     warn_thin(final, settings)
     return table

@@ -45,6 +45,38 @@ def task_spec(cfg: dict, dataset: str, model: str, task: str) -> dict:
     return job_spec(cfg, dataset=dataset, model=model, sections=tasks.get(task).sections())
 
 
+def store_settings(cfg: dict, dataset: str, split: str) -> dict:
+    """{section: settings} of the dataset's tasks that shape a store of this split
+    (`Task.store_settings`, e.g. the correspondence store's input size); {} for most stores."""
+    from . import kinds, tasks
+
+    full = cfg["datasets"][dataset]
+    kind = kinds.of(full)
+    out = {}
+    for task in map(tasks.get, full["tasks"]):
+        if split in task.splits(kind, full, cfg):
+            settings = task.store_settings(cfg, kind, full)
+            if settings:
+                out.setdefault(task.section, {}).update(settings)
+    return out
+
+
+def extract_spec(cfg: dict, dataset: str, model: str, split: str) -> dict:
+    """An extraction job's spec: the dataset and model, plus the task settings that shape this
+    store (only those: other keys of their sections change no store)."""
+    return {**job_spec(cfg, dataset=dataset, model=model), **store_settings(cfg, dataset, split)}
+
+
+def pairs_spec(cfg: dict, dataset: str) -> dict:
+    """The pair table job's spec: the dataset's index keys and `mirror`, `data`, and the
+    settings that pick the pairs (`pair_settings` of kinds with keypoint pairs)."""
+    from . import kinds
+
+    out = narrow_spec(cfg, dataset=dataset, keys=INDEX_KEYS + ("mirror",), sections=("data",))
+    settings = kinds.of(cfg["datasets"][dataset]).pair_settings(cfg, cfg["datasets"][dataset])
+    return {**out, **({"correspondence": settings} if settings else {})}
+
+
 def narrow_spec(cfg: dict, *, dataset: str, keys, sections=()) -> dict:
     """A spec holding only some keys of one dataset (the demo data and index ignore transforms)."""
     ds = {k: v for k, v in cfg["datasets"][dataset].items() if k in keys}
@@ -68,7 +100,9 @@ def store_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
         "on_bad_image": cfg["data"]["on_bad_image"],
     }
     blocks = carried(cfg, full, split)  # per-block summaries: only the stores that hold them, only when on
-    return {**out, "blocks_summary": blocks} if blocks else out
+    out = {**out, "blocks_summary": blocks} if blocks else out
+    settings = store_settings(cfg, dataset, split)  # only stores a task shapes, so others keep their hash
+    return {**out, "task_settings": settings} if settings else out
 
 
 def segment_state_key(cfg: dict, dataset: str, model: str, checkpoint_sha: str) -> str:

@@ -155,3 +155,45 @@ def cub_patches(root: str | os.PathLike, part_ids: Sequence[int] = DEFAULT_PARTS
                              x, y, float(di), *crop_box(x, y, di), split[image_id]))
     return pd.DataFrame(rows, columns=["image_id", "image_path", "part_id", "part_name", "x", "y", "d",
                                        "x0", "y0", "x1", "y1", "split"])
+
+
+# ------------------------------------------------------------------ keypoint pairs (correspondence)
+def read_class_labels(root: Path) -> dict[int, int]:
+    """image id -> class id (`image_class_labels.txt`)."""
+    path = root / "image_class_labels.txt"
+    return {_number(int, i, path, n, "image id"): _number(int, c, path, n, "class id")
+            for n, (i, c) in _lines(path, 2)}
+
+
+def read_boxes(root: Path) -> dict[int, tuple[float, float, float, float]]:
+    """image id -> object box (x, y, width, height) in pixels (`bounding_boxes.txt`)."""
+    path = root / "bounding_boxes.txt"
+    out = {}
+    for n, (i, *box) in _lines(path, 5):
+        x, y, w, h = (_number(float, v, path, n, "box value") for v in box)
+        if w <= 0 or h <= 0:
+            raise DataError(f"{at(path, n)}: box width {w} / height {h} must be positive; fix the line")
+        out[_number(int, i, path, n, "image id")] = (x, y, w, h)
+    return out
+
+
+def read_all_locs(root: Path, images: dict[int, str], parts: dict[int, str]) -> dict[int, dict[int, tuple[float, float, bool]]]:
+    """image id -> {part id: (x, y, visible)} for every row of `parts/part_locs.txt`, checked as
+    `read_visible_locs` checks it."""
+    path = root / "parts" / "part_locs.txt"
+    out: dict[int, dict[int, tuple[float, float, bool]]] = {}
+    for n, (i, p, x, y, v) in _lines(path, 5):
+        image_id = _number(int, i, path, n, "image id")
+        part_id = _number(int, p, path, n, "part id")
+        if image_id not in images:
+            raise DataError(f"{at(path, n)}: image id {image_id} is not in images.txt; {ROOT_FIX}")
+        if part_id not in parts:
+            raise DataError(f"{at(path, n)}: part id {part_id} is not in parts/parts.txt; "
+                            "use the parts.txt that belongs to this part_locs.txt")
+        if v not in ("0", "1"):
+            raise DataError(f"{at(path, n)}: visible must be 0 or 1, found {v!r}; fix the line")
+        kps = out.setdefault(image_id, {})
+        if part_id in kps:
+            raise DataError(f"{at(path, n)}: second row for image {image_id}, part {part_id}; delete the duplicate")
+        kps[part_id] = (_number(float, x, path, n, "x"), _number(float, y, path, n, "y"), v == "1")
+    return out

@@ -12,8 +12,9 @@ from being trivial:
 
 Keypoints sit at the part centres. Selected parts are laid out at least ~45 px apart, so the
 released geometry filter (20 < d/2 < 1000) keeps nearly all of them. The other CUB parts get
-plausible visible locations on the body (left eye, left leg, right wing are hidden, as in a
-profile view). Output is byte-identical for a seed.
+plausible visible locations on the body (left eye and right wing are hidden, as in a profile
+view; the left leg is the rear of the two leg bars, so the correspondence task has a left/right
+pair). Output is byte-identical for a seed.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def _draw_bird(img: Image.Image, rng: np.random.Generator, body_rgb) -> tuple[di
     cy = h / 2 + rng.uniform(-8, 8) * h / 192
     jit = lambda: rng.uniform(-2.5, 2.5)  # noqa: E731
     hidden = {p for p in (11, 12, 9, 14) if rng.random() < HIDE_PROB}
+    if 12 in hidden:  # the legs are drawn (and hidden) together
+        hidden.add(8)
     draw = ImageDraw.Draw(img)
     body = _jitter(rng, body_rgb)
     dark = _jitter(rng, (35, 30, 25), 20)
@@ -133,6 +136,7 @@ def _draw_bird(img: Image.Image, rng: np.random.Generator, body_rgb) -> tuple[di
         4: (cx + f * 0.55 * a, cy + 0.35 * b), 5: (head[0], head[1] - 0.8 * hr),
         6: (head[0] + f * 0.6 * hr, head[1] - 0.6 * hr), 9: wing, 10: (head[0] - f * 0.7 * hr, head[1] + 0.2 * hr),
         11: eye, 12: leg, 14: tail, 15: (head[0] + f * 0.4 * hr, head[1] + 0.9 * hr),
+        8: (leg[0] - f * 5 * s, leg[1]),  # left leg: the rear bar, so right/left leg are a mirrored pair
     }
     xs = [cx - a, cx + a, tail_base[0] - f * tail_len, beak[0] + f * 6 * s]
     ys = [head[1] - hr, cy + 0.9 * b + 34 * s]

@@ -5,9 +5,8 @@ and, where the store has it, `proj` ("projected"), so "encoded vs projected" sit
 rows. A neighbour's frame is green when it has the query's part label, red otherwise. Patches
 are re-cropped from the images through the part index, exactly as extraction cut them.
 
-Neighbours are searched for the shown queries only (streaming the store in blocks, exact
-cosine), not all-pairs as `evals.neighbours.topk_neighbours`: a figure needs a handful of
-queries, and all-pairs search over COCO's part set would dominate the figure's cost.
+Neighbours come from the project's one search (`evals.neighbours`: exact cosine by FAISS, the
+store read in blocks), for the shown queries only.
 """
 from __future__ import annotations
 
@@ -49,37 +48,24 @@ def _valid_rows(store) -> np.ndarray:
 
 
 def nearest_rows(store, feature: str, query_rows: Sequence[int], k: int,
-                 batch_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+                 batch_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """(scores, index rows), each (n_queries, k): the most cosine-similar valid samples of each
-    query, the query itself excluded; ties go to the lower row. Memory: one block of the store."""
+    query, the query itself excluded, from the project's one search (`evals.neighbours`, FAISS;
+    the store is read `batch_rows` rows at a time); -1 / -inf where fewer than k exist."""
+    from ..evals.neighbours import Chunks, search
+
     all_rows = store.read("row")
+    valid = store.read("valid").astype(bool) if "valid" in store.array_names() else np.ones(len(all_rows), bool)
+    kept = np.flatnonzero(valid)  # store positions of the database's rows
     position = np.full(int(all_rows.max(initial=0)) + 1, -1, np.int64)
-    position[all_rows] = np.arange(len(all_rows))
-    q = np.stack([store.read(feature, p, p + 1)[0] for p in position[np.asarray(query_rows)]])
-    q = q.astype(np.float32)
-    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    qr = np.asarray(query_rows, dtype=np.int64)[:, None]
-    best_s = np.full((len(q), 0), -np.inf, np.float32)
-    best_r = np.full((len(q), 0), -1, np.int64)
-    names = [feature, "row"] + (["valid"] if "valid" in store.array_names() else [])
-    for batch in store.iter_batches(names, batch_rows):
-        x = batch[feature].astype(np.float32)
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        s = q @ x.T
-        r = np.broadcast_to(batch["row"].astype(np.int64), s.shape)
-        drop = r == qr
-        if "valid" in batch:
-            drop |= ~batch["valid"].astype(bool)[None, :]
-        s = np.where(drop, -np.inf, s)
-        s, r = np.concatenate([best_s, s], axis=1), np.concatenate([best_r, r], axis=1)
-        order = np.lexsort((r, -s), axis=1)[:, :k]
-        best_s, best_r = np.take_along_axis(s, order, 1), np.take_along_axis(r, order, 1)
-    best_r = np.where(np.isfinite(best_s), best_r, -1)
-    pad = k - best_r.shape[1]
-    if pad > 0:  # fewer than k other samples
-        best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
-        best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=-1)
-    return best_s, best_r
+    position[all_rows[kept]] = np.arange(len(kept))
+    at = position[np.asarray(query_rows, np.int64)]  # each query's place in the database (queries are valid)
+    database = Chunks.of_store(store, feature, valid, rows_per_chunk=batch_rows)
+    queries = (np.concatenate([database.read(int(p), int(p) + 1) for p in at]) if len(at)
+               else np.zeros((0, database.dim), np.float32))
+    found = search(database, queries, k, exclude=at)
+    rows = np.where(found.ids >= 0, all_rows[kept][np.maximum(found.ids, 0)], -1)
+    return found.scores, rows
 
 
 def correctness(labels: np.ndarray, query_rows: Sequence[int], neighbour_rows: np.ndarray) -> np.ndarray:

@@ -101,6 +101,10 @@ class Kind:
     def store_arrays(self, ds: dict, split: str) -> list[str]:
         raise NotImplementedError
 
+    def input_size(self, cfg: dict, ds: dict, split: str) -> int:
+        """The side the encoder of a split's extraction is built at (its position table)."""
+        return ds["size"]
+
     def readers(self, ds: dict, split: str) -> list:
         """The dataset's tasks that read a store of this split."""
         from .. import tasks

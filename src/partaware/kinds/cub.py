@@ -7,12 +7,14 @@ from ..data import parts as P
 from ..data.cub import DEFAULT_PARTS, cub_patches
 from ..data.errors import DataError
 from . import register
+from .keypoint_pairs import KeypointPairs
 from .part_patches import PartKind
 
 
 @register
-class Cub(PartKind):
+class Cub(KeypointPairs, PartKind):
     name = "cub"
+    roles = PartKind.roles + ("dense",)  # dense maps of test images for the correspondence task
     default_parts = DEFAULT_PARTS
     default_retrieval = ("train", "test")  # all 11,788 images, as the paper
     required = ("root",)
@@ -25,6 +27,21 @@ class Cub(PartKind):
             return [ds["root"]]
         return [f"{ds['root']}/{f}" for f in ("images.txt", "train_test_split.txt",
                                                 "parts/parts.txt", "parts/part_locs.txt")]
+
+    def pair_inputs(self, ds: dict) -> list[str]:
+        if "demo" in ds:
+            return [ds["root"]]
+        return self.index_inputs(ds) + [f"{ds['root']}/{f}" for f in ("image_class_labels.txt", "bounding_boxes.txt")]
+
+    def pair_settings(self, cfg: dict, ds: dict) -> dict:
+        return {k: cfg["correspondence"][k] for k in ("pairs", "seed")}
+
+    def read_pairs(self, ds: dict, cfg: dict):
+        """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`."""
+        from ..data.pairs import cub_pairs
+
+        cc = cfg["correspondence"]
+        return cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds)), []
 
     def read_patches(self, ds: dict):
         if not ds.get("root"):

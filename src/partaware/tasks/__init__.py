@@ -13,7 +13,8 @@ from importlib import import_module
 
 from .base import Task
 
-_MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval")
+_MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "knn",
+            "correspondence")
 TASKS: dict[str, Task] = {}
 _loaded = False
 

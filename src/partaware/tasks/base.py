@@ -22,6 +22,7 @@ class Task:
     runs_from_stores: bool = True  # `partaware evaluate --task <name>` computes rows (False: figures only)
     arrays: tuple = ()             # store arrays it needs beyond a kind's own (e.g. `tokens`)
     block_summaries: bool = False  # it evaluates per-block summaries (`extract.blocks_summary`) of its stores
+    detail: str = "per_class"      # its detail rows go to <name>_<detail>.csv beside its result CSV
 
     def splits(self, kind, ds: dict, cfg: dict | None) -> list[str]:
         """The stores (split names) it reads from a dataset of this kind, in order; [] = not run there.
@@ -31,6 +32,11 @@ class Task:
     def outputs(self, ds: dict, cfg: dict) -> list[str]:
         """Its result files results/evals/<dataset>/<model>/<name>.csv on this dataset."""
         return [self.name] if self.runs_from_stores else []
+
+    def store_settings(self, cfg: dict, kind, ds: dict) -> dict:
+        """Settings of its section that shape the stores it reads (e.g. their input size): they enter
+        those stores' signature and their extract job's spec. {} (the default): none do."""
+        return {}
 
     def sections(self) -> tuple[str, ...]:
         """The config sections its evaluate job depends on: its own and the bootstrap's `stats`."""
