@@ -4,6 +4,7 @@ run's threads are pinned in test_gpu_slots.py."""
 import importlib.util
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -50,8 +51,11 @@ def test_extract_job_starts_threads_minus_one_workers_and_logs_start_and_end(tmp
     generate_demo_cub(tmp_path / "cub", 4, image_size=(200, 150))
     write_index(select_split(build_part_index(cfg["datasets"]["demo_parts"]), "all"), tmp_path / "all.parquet")
     threads(3)
-    with caplog.at_level(logging.INFO, logger="partaware.extract"):
+    cfg["extract"].update(log_every_s=0, batch_size=4)  # a progress line after every batch
+    with caplog.at_level(logging.INFO):
         E.extract(cfg, "demo_parts", "tiny_a", "all", tmp_path / "all.parquet", tmp_path / "all.zarr")
+    progress = [r for r in caplog.records if r.name == "partaware.extract" and re.match(r"\d+/\d+ rows", r.getMessage())]
+    assert len(progress) >= 2, "extract.log_every_s is honoured"
     lines = [r.getMessage() for r in caplog.records if r.name == "partaware.extract"]
     start = next(x for x in lines if ": start on " in x)
     assert start.startswith("extract demo_parts/tiny_a/all: start on cpu, precision fp32, batch ")

@@ -19,7 +19,8 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 # Settings that never change what a job computes (how fast it runs, how often it saves, or which
 # jobs exist): left out of job specs, so changing them reruns nothing; the rules pass them
 # through $PARTAWARE_RUNTIME instead. A task's own: its `runtime_keys` (`runtime_keys()`).
-BASE_RUNTIME_KEYS = {"": ("device", "gpu_threads", "gpu_wait_s"), "extract": ("batch_size", "num_workers", "compile")}
+BASE_RUNTIME_KEYS = {"": ("device", "gpu_threads", "gpu_wait_s"), "extract": ("batch_size", "num_workers", "compile",
+                                                                                       "log_every_s")}
 
 
 def runtime_keys() -> dict[str, tuple]:

@@ -81,7 +81,8 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
              where, device, amp or "fp32", plan.images_per_batch, workers,
              ", torch.compile" if compiled else "", plan.n_rows - start, plan.n_rows)
     t0 = time.perf_counter()
-    skipped = _skipped_before(writer, plan.images, start) + run_batches(loader, step, writer, chunk_rows)
+    skipped = _skipped_before(writer, plan.images, start) + run_batches(loader, step, writer, chunk_rows,
+                                                                               cfg["extract"].get("log_every_s", 30.0))
     seconds, rows = time.perf_counter() - t0, plan.n_rows - start
     log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s", where, rows, seconds, rows / max(seconds, 1e-9))
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
