@@ -73,3 +73,22 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
     snakemake(workdir, yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text()))
     return workdir
+
+
+@pytest.fixture
+def spair(tmp_path, real_data):
+    """SPair-71k as shipped: the real annotations, and a generated JPEG of the annotated size for
+    every image (the tests need no real pixels)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "SPair-71k"
+    shutil.copytree(real_data / REAL_SUBSETS["spair"], root)
+    for ann in (root / "ImageAnnotation").glob("*/*.json"):
+        a = json.loads(ann.read_text())
+        out = root / "JPEGImages" / a["category"] / a["filename"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (a["image_width"], a["image_height"]), (90, 120, 150)).save(out)
+    return root

@@ -1,7 +1,6 @@
 """SPair-71k as shipped -> the pair table (data/spair.py), on real annotation samples
 (tests/fixtures/real/spair) with generated images."""
 import json
-import shutil
 
 import pytest
 from PIL import Image
@@ -10,20 +9,6 @@ from correspondence_helpers import PATCH, SIZE, isolated, maps_from_pairs
 from partaware.data.errors import DataError
 from partaware.data.spair import spair_pairs
 from partaware.evals import correspondence as C
-
-@pytest.fixture
-def spair(tmp_path, real_data):
-    """The real annotations, and a generated JPEG of the annotated size for every image."""
-    from conftest import REAL_SUBSETS
-
-    root = tmp_path / "SPair-71k"
-    shutil.copytree(real_data / REAL_SUBSETS["spair"], root)
-    for ann in (root / "ImageAnnotation").glob("*/*.json"):
-        a = json.loads(ann.read_text())
-        out = root / "JPEGImages" / a["category"] / a["filename"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (a["image_width"], a["image_height"]), (90, 120, 150)).save(out)
-    return root
 
 
 def test_real_pairs_parse(spair):

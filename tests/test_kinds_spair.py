@@ -2,32 +2,15 @@
 config checks, the pair table, dense-store extraction and evaluation through the CLI on real
 SPair-71k annotation samples, and the workflow's plan for a CUB-kind and an SPair-kind dataset."""
 import json
-import shutil
 import subprocess
 
 import pandas as pd
 import pytest
-from PIL import Image
 from workflow_runner import BIN, planned_jobs
 
 from partaware import config as C
 
 MODEL = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 1, "timm_kwargs": {"depth": 2}}
-
-
-@pytest.fixture
-def spair(tmp_path, real_data):
-    """The real annotations, and a generated JPEG of the annotated size for every image."""
-    from conftest import REAL_SUBSETS
-
-    root = tmp_path / "SPair-71k"
-    shutil.copytree(real_data / REAL_SUBSETS["spair"], root)
-    for ann in (root / "ImageAnnotation").glob("*/*.json"):
-        a = json.loads(ann.read_text())
-        out = root / "JPEGImages" / a["category"] / a["filename"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (a["image_width"], a["image_height"]), (90, 120, 150)).save(out)
-    return root
 
 
 def raw_cfg(root, **ds) -> dict:
