@@ -39,6 +39,7 @@ def make_cfg(root: Path, *, device="cpu", workers=0, precision="fp32", batch_siz
         "cache": {"format": "hdf5", "dtype": "float16", "chunk_rows": chunk_rows},
         "extract": {"batch_size": batch_size, "num_workers": workers, "shards": 1, "precision": precision},
         "data": {"on_bad_image": on_bad_image},
+        "segmentation": {"protocol": "cached"},
         "datasets": {
             "parts": {"kind": "cub", "name": "parts", "root": str(root / "cub"), "parts": [11, 12, 9, 14],
                       "size": size, "resize": size + size // 8, "blocks": [1], "tasks": ["retrieval", "attentive"]},

@@ -217,6 +217,7 @@ def _demo_config(directory: Path) -> list[str]:
     # sharded store, GPU rules of both kinds (extract and the paper-protocol segment job)
     cfg["datasets"]["demo_parts"]["tasks"] = ["retrieval"]
     cfg["segmentation"]["protocol"] = "paper"
+    cfg["gpu_threads"] = 2  # the test node has 2 CPUs: a job asking for more would pend for ever
     path = directory / "demo-config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ["--configfile", str(path)]

@@ -24,7 +24,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-INSTALL = ("pip install faiss-cpu  (a CUDA machine: pip install faiss-gpu-cu12, or conda install -c pytorch "
+INSTALL = ("pip install faiss-cpu  (or pip install '.[cpu]'; a CUDA machine: pip install '.[gpu]', or conda install -c pytorch "
            "faiss-gpu; the code uses whichever is importable)")
 GPU_MAX_K = 2048        # faiss GPU k-selection limit (neighbours per query, and IVF nprobe)
 _TRAIN_PER_LIST = 64    # IVF training rows per list (faiss wants at least 39)
@@ -32,6 +32,13 @@ _TRAIN_PER_LIST = 64    # IVF training rows per list (faiss wants at least 39)
 
 class FaissMissing(ImportError):
     """faiss is not importable; the message carries the install line."""
+
+
+def faiss_installed() -> bool:
+    """Whether faiss can be imported, without importing it (a config check stays fast and quiet)."""
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
 
 
 def load_faiss():
