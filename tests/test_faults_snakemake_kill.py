@@ -13,6 +13,9 @@ import yaml
 from workflow_runner import BIN, REPO, snakemake
 
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+# The part dataset's retrieval alone: an extraction to kill and a table to compare, in about a
+# minute per run (the whole tiny workflow is test_workflow.py's).
+LEAN = {**TINY, "datasets": {"demo_parts": {**TINY["datasets"]["demo_parts"], "tasks": ["retrieval"]}}}
 
 
 def extract_jobs(workdir) -> list[int]:
@@ -31,12 +34,14 @@ def extract_jobs(workdir) -> list[int]:
 
 
 @pytest.mark.slow
-def test_killed_snakemake_leaves_no_orphan_and_the_rerun_gives_the_clean_table(tmp_path, tiny_run):
-    clean, killed = tiny_run, tmp_path / "killed"  # clean: a run that was never interrupted
+def test_killed_snakemake_leaves_no_orphan_and_the_rerun_gives_the_clean_table(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"  # clean: a run that was never interrupted
+    clean.mkdir()
     killed.mkdir()
+    snakemake(clean, LEAN, "results/table.csv")
 
     cfg = killed / "config.test.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
+    cfg.write_text(yaml.safe_dump(LEAN))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.Popen([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(killed),
                             "--configfile", str(cfg), "--cores", "2", "results/table.csv"],
@@ -54,8 +59,8 @@ def test_killed_snakemake_leaves_no_orphan_and_the_rerun_gives_the_clean_table(t
         time.sleep(0.2)
     assert not extract_jobs(killed), "an orphaned extraction kept running after its Snakemake died"
 
-    snakemake(killed, TINY, "--unlock")
-    snakemake(killed, TINY, "results/table.csv")
+    snakemake(killed, LEAN, "--unlock")
+    snakemake(killed, LEAN, "results/table.csv")
     got = pd.read_csv(killed / "results" / "table.csv")
     want = pd.read_csv(clean / "results" / "table.csv")
     pd.testing.assert_frame_equal(got, want)
