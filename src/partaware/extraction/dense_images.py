@@ -17,7 +17,7 @@ import torch
 
 from ..data.images import describe_transform, patch_transform
 from ..devices import autocast
-from .loaders import decode_or_skip, normalise, split_transform
+from .loaders import WholeImages, decode_or_skip, normalise, split_transform
 from .loop import batch_arrays, done_marker, to_host
 
 FINAL = "dense_final"
@@ -37,15 +37,9 @@ def block_array(block: int) -> str:
     return f"dense/{int(block)}"
 
 
-class DenseImages(torch.utils.data.Dataset):
-    """One item per image: (rows (1,), [uint8 (S, S, RGB) view] or [None], [(W, H)], reasons)."""
-
-    def __init__(self, paths: list[str], rows: np.ndarray, pil_steps, on_bad_image: str):
-        self.paths, self.rows = list(paths), np.asarray(rows, np.int64)
-        self.pil_steps, self.on_bad_image = pil_steps, on_bad_image
-
-    def __len__(self):
-        return len(self.paths)
+class DenseImages(WholeImages):
+    """One item per image: (rows (1,), [uint8 (S, S, RGB) view] or [None], [(W, H)], reasons); the
+    original size travels with the view, which `WholeImages` does not carry."""
 
     def __getitem__(self, i):
         rows = self.rows[i:i + 1]
