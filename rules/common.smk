@@ -227,21 +227,11 @@ def projected_store(wildcards):
 
 
 def figure_targets():
-    """Every figure of the configured datasets (correspondence: pairs with predicted keypoints), the summary of the table, the part-vs-object
-    contrast where a dataset has both levels, and the depth curves where stores hold per-block
-    summaries."""
-    out = []
-    for dataset, ds in CFG["datasets"].items():
-        if "segmentation" in ds["tasks"] and C.splits_of(CFG, dataset):  # the cached maps are drawn
-            out.append(f"results/figures/{dataset}/feature_maps.png")
-        if "retrieval" in ds["tasks"]:
-            out.append(f"results/figures/{dataset}/retrieval_grid.png")
-        if "patch_retrieval" in ds["tasks"]:
-            out.append(f"results/figures/{dataset}/patch_retrieval.png")
-            if PROJECTED and ds["proj_max_dim"]:  # encoded vs projected (the paper's Figure 4)
-                out.append(f"results/figures/{dataset}/patch_retrieval_projected.png")
-        if "correspondence" in ds["tasks"]:
-            out.append(f"results/figures/{dataset}/correspondence.png")
+    """Every figure the configured datasets' tasks draw (`Task.figures`), the summary of the table,
+    the part-vs-object contrast where a dataset has both levels, and the depth curves where stores
+    hold per-block summaries."""
+    out = [f"results/figures/{dataset}/{name}.png" for dataset, ds in CFG["datasets"].items()
+           for task in ds["tasks"] for name in tasks.get(task).figures(CFG, dataset)]
     out.append("results/figures/summary.png")
     out += ["results/figures/depth.png"] if any(block_summaries(d) for d in CFG["datasets"]) else []
     return out + (["results/figures/contrast.png"] if contrast_datasets() else [])

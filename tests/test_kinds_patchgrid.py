@@ -20,7 +20,7 @@ from torchvision import transforms as T
 
 from partaware import cli
 from partaware import config as C
-from partaware import kinds
+from partaware import kinds, tasks
 from partaware.constants import IMAGENET_MEAN, IMAGENET_STD
 from partaware.data.errors import DataError
 from partaware.data.images import load_rgb
@@ -107,6 +107,10 @@ def test_config_defaults_and_errors(data):
     assert kind.eval_names(ds, cfg) == [] and C.eval_names(cfg, "grid") == []  # figures only: no result rows
     assert kind.store_arrays(ds, "patches") == ["cls", "mean", "proj"]
     assert kind.store_arrays({**ds, "proj_max_dim": 0}, "patches") == ["cls", "mean"]
+    figures = tasks.get("patch_retrieval").figures  # what `all` draws: encoded vs projected needs a head
+    assert figures(cfg, "grid") == ["patch_retrieval", "patch_retrieval_projected"]
+    assert figures({**cfg, "datasets": {"grid": {**ds, "proj_max_dim": 0}}}, "grid") == ["patch_retrieval"]
+    assert figures({**cfg, "models": {"rnd": cfg["models"]["rnd"]}}, "grid") == ["patch_retrieval"]
     full = C.validate({**raw_cfg(data), "datasets": {"g": {"kind": "patchgrid", "root": str(data["root"]),
                                                            "tasks": ["patch_retrieval"]}}})["datasets"]["g"]
     assert Grid.of(full) == Grid(224, 256, 4, None) and Grid.of(full).per_side == 7  # the paper's grid

@@ -50,6 +50,7 @@ class Task:
         computed from published stores (store.FeatureStore) in the order of `splits`."""
         raise NotImplementedError(f"task {self.name} computes no rows (figures only)")
 
-    def figures(self, cfg: dict) -> list:
-        """Figure hooks (rules/figures.smk draws them); none by default."""
+    def figures(self, cfg: dict, dataset: str) -> list[str]:
+        """Its figures of this dataset, results/figures/<dataset>/<name>.png (rules/figures.smk
+        draws them; `all` asks for them); none by default."""
         return []

@@ -146,7 +146,8 @@ class Correspondence(Task):
         if len(set(alphas)) != len(alphas):
             raise ConfigError(f"config key correspondence.alphas: {alphas} lists a threshold twice; list each once")
 
-    def figures(self, cfg: dict) -> list:
+    def figures(self, cfg: dict, dataset: str) -> list[str]:
+        """Pairs with their predicted keypoints, per encoder."""
         return ["correspondence"]
 
     def pairs_path(self, cfg: dict, ctx: dict) -> Path:

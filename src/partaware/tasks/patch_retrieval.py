@@ -14,5 +14,10 @@ class PatchRetrieval(Task):
     protocol = "exact"
     runs_from_stores = False
 
-    def figures(self, cfg):
-        return ["patch_retrieval", "patch_retrieval_projected"]
+    def figures(self, cfg, dataset):
+        """Neighbours of query patches; with a projection-head encoder and `proj_max_dim`, also
+        encoded vs projected (the paper's Figure 4)."""
+        from ..figures.patch_retrieval import projected_model
+
+        projected = projected_model(cfg) and cfg["datasets"][dataset]["proj_max_dim"]
+        return ["patch_retrieval"] + (["patch_retrieval_projected"] if projected else [])

@@ -70,3 +70,7 @@ class Retrieval(Task):
 
     def rows(self, cfg, ctx, stores):
         return retrieval_rows(cfg, ctx, *stores), []
+
+    def figures(self, cfg, dataset):
+        """Each encoder's nearest parts to a few queries."""
+        return ["retrieval_grid"]

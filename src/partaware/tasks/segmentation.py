@@ -160,3 +160,10 @@ class Segmentation(Task):
 
     def rows(self, cfg, ctx, stores):
         return segmentation_rows(cfg, ctx, *stores)
+
+    def figures(self, cfg, dataset):
+        """The cached feature maps, where the cached protocol stores them."""
+        from .. import kinds
+
+        ds = cfg["datasets"][dataset]
+        return ["feature_maps"] if self.splits(kinds.of(ds), ds, cfg) else []
