@@ -19,18 +19,21 @@ try:
 except C.ConfigError as err:
     sys.exit(f"partaware: {err}")
 
-# Local runs: GPU jobs (extract, segment) declare gpu=1 and the pool holds one per GPU this
-# process sees (at least 1: a CPU-only machine runs one at a time; 1 with `device: cuda:N`);
-# `--resources gpu=N` overrides. Which GPU a job computes on is the job's choice: it locks a
-# free one and narrows CUDA_VISIBLE_DEVICES to it (partaware.gpu_slots). Cluster runs leave
-# both to the scheduler.
-if workflow.local_exec:
-    if "gpu" not in workflow.global_resources:
-        from partaware.gpu_slots import pool_size
+# GPU jobs (extract, segment) declare gpu=1; the pool holds one per GPU this process sees (at
+# least 1: a CPU-only machine runs one at a time; 1 with `device: cuda:N`) unless `--resources
+# gpu=N` sets it. Which GPU a local job computes on is the job's choice: it locks a free one and
+# narrows CUDA_VISIBLE_DEVICES to it (partaware.gpu_slots). The executor is not known while the
+# Snakefile is read, so the SLURM profile sets the pool itself (`resources: gpu`, as many as
+# `jobs`): there the scheduler places every GPU job.
+if "gpu" in workflow.global_resources:
+    print(f"partaware: at most {workflow.global_resources['gpu'].value} GPU job(s) at once (--resources gpu=N)",
+          file=sys.stderr)
+else:
+    from partaware.gpu_slots import pool_size
 
-        workflow.register_resource("gpu", pool_size(CFG["device"]))
+    workflow.register_resource("gpu", pool_size(CFG["device"]))
     print(f"partaware: at most {workflow.global_resources['gpu'].value} GPU job(s) at once, each on its own GPU "
-          "(--resources gpu=N caps it)", file=sys.stderr)
+          "of this machine (--resources gpu=N caps it)", file=sys.stderr)
 # The cores a GPU job declares (its loader workers follow; Snakemake scales it down to --cores).
 GPU_THREADS = CFG["gpu_threads"]
 

@@ -92,23 +92,22 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_sharded_extraction_gives_the_same_table(finished_run, tmp_path):
+    # Retrieval on the part dataset: two shard stores read through their manifest must give the
+    # unsharded run's AP (a shard's rows, order and skips; every kind shares the manifest code,
+    # tested per store in test_store.py, so one dataset keeps the run short)
     sharded = copy.deepcopy(TINY)
     sharded["extract"]["shards"] = 2
-    # the part stores of every split and the cached segmentation stores are sharded; the online
-    # segmentation protocol reads no store, so it is left out here (the run stays short)
-    sharded["segmentation"]["protocol"] = "cached"
+    sharded["datasets"] = {"demo_parts": {**sharded["datasets"]["demo_parts"], "tasks": ["retrieval"]}}
     snakemake(tmp_path, sharded, "results/table.csv")
     features = tmp_path / "results" / "features" / "demo_parts" / "tiny_a"
     assert (features / "all.shard0of2.zarr").is_dir() and (features / "all.shard1of2.zarr").is_dir()
     one = pd.read_csv(finished_run / "results" / "table.csv")
-    one = one[~((one["task"] == "segmentation") & (one["protocol"] == "paper"))]  # the online segmentation rows
+    one = one[(one["dataset"] == "demo_parts") & (one["task"] == "retrieval")]
     two = pd.read_csv(tmp_path / "results" / "table.csv")
     keys = ["dataset", "task", "label_set", "model", "feature", "protocol", "metric", "seed"]
     merged = one.merge(two, on=keys, suffixes=("_one", "_two"))
-    assert len(merged) == len(one) == len(two)
-    retrieval = merged[merged.task == "retrieval"]
-    assert (retrieval.value_one - retrieval.value_two).abs().max() < 1e-3
-    assert (merged.value_one - merged.value_two).abs().max() < 2.0  # probes: same seeds, fp16 cache
+    assert len(merged) == len(one) == len(two) > 0
+    assert (merged.value_one - merged.value_two).abs().max() < 1e-3
 
     # A killed shard job never publishes its store, so nothing downstream of it exists yet:
     # the rerun redoes that shard alone and keeps the other one.
