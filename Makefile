@@ -3,6 +3,8 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
+# test processes (pytest-xdist; one test file per process, so a module's fixtures are built once)
+TEST_WORKERS ?= 2
 # extras of pyproject.toml: cpu (faiss-cpu) or gpu (faiss's GPU build), never both; slurm; test
 EXTRAS ?= cpu,slurm,test
 
@@ -20,7 +22,7 @@ demo: env
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) results/table.csv
 
 test: env
-	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: env
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/extract.py
