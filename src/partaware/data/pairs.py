@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import cub
 from .errors import DataError
+from .parts import read_table
 
 COLUMNS = ["pair", "category", "src_image", "trg_image", "src_path", "trg_path", "part", "src_x", "src_y",
            "trg_x", "trg_y", "visible", "mirror_part", "mirror_x", "mirror_y", "mirror_visible", "trg_box"]
@@ -128,11 +129,4 @@ def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: pair table not found; run the dataset's `prepare` job first")
-    df = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: pair table lacks columns {missing}; delete it and rerun `prepare`")
-    return typed(df)
+    return typed(read_table(path, COLUMNS, "pair table", "the pair_table rule, `partaware pairs`"))

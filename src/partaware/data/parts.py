@@ -134,13 +134,19 @@ def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def read_index(path: str | os.PathLike) -> pd.DataFrame:
-    """A part index file, checked for the contract's columns."""
+def read_table(path: str | os.PathLike, columns, what: str, made_by: str) -> pd.DataFrame:
+    """A parquet table the workflow writes (`what`, made by the rule / command `made_by`), checked
+    for its columns; a missing or foreign file is one error naming it and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: part index not found; build it first (the workflow's prepare step)")
+        raise DataError(f"{path}: {what} not found; build it first ({made_by})")
     df = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: not a part index (missing columns {missing}); delete it and rerun prepare")
+        raise DataError(f"{path}: not a {what} (missing columns {missing}); delete it and rebuild it ({made_by})")
     return df
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """A part index file, checked for the contract's columns."""
+    return read_table(path, COLUMNS, "part index", "the part_index rule, `partaware index`")
