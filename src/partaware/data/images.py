@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
@@ -39,6 +38,8 @@ def crop_patch(img: Image.Image, box: Sequence[float]) -> Image.Image:
 
 
 def _view(view: str, size: int, resize: int) -> list:
+    from torchvision import transforms as T  # here: jobs that only read stores never import torchvision
+
     bicubic = T.InterpolationMode.BICUBIC
     if view == "eval":
         return [T.Resize((size, size), interpolation=bicubic)]
@@ -59,6 +60,8 @@ def patch_transform(
     eval: bicubic resize to size x size. train (the probes' train split): bicubic resize of the
     shorter side to `resize`, then centre crop `size`. No random augmentation in either.
     """
+    from torchvision import transforms as T
+
     return T.Compose([*_view(view, size, resize), T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision import transforms as T
 
 from .errors import DataError
 from .imagefolder import IMG_EXTENSIONS
@@ -59,9 +58,11 @@ class Grid:
         offsets = range(0, self.side - self.size + 1, self.step)
         return [(left, top, left + self.size, top + self.size) for top in offsets for left in offsets]
 
-    def view_steps(self) -> T.Compose:
+    def view_steps(self):
         """The released PIL steps (torchvision `interpolation=3` is bicubic): resize the shorter
         side, centre crop, resize to the upscaled side."""
+        from torchvision import transforms as T
+
         bicubic = T.InterpolationMode.BICUBIC
         return T.Compose([T.Resize(self.resize, interpolation=bicubic), T.CenterCrop(self.size),
                           T.Resize(self.side, interpolation=bicubic)])

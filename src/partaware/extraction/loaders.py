@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from ..data import segfolder
 from ..data.errors import DataError
@@ -18,13 +17,15 @@ from ..data.geometry import box_problem
 from ..data.images import crop_patch, load_rgb
 
 
-def split_transform(transform: T.Compose) -> tuple[T.Compose, torch.Tensor]:
+def split_transform(transform):
     """A `patch_transform` -> (its PIL steps, a (3, 256) table of normalised values).
 
     The workers run only the PIL steps and send uint8 pixels; `normalise` then looks each pixel
     up in the table, which the transform's own ToTensor and Normalize filled from the values
     0..255, so the result equals the whole transform's bit for bit.
     """
+    from torchvision import transforms as T
+
     *pil_steps, to_tensor, normalize = transform.transforms
     if not (isinstance(to_tensor, T.ToTensor) and isinstance(normalize, T.Normalize)):
         raise TypeError("expected a transform ending in ToTensor, Normalize (data.images.patch_transform)")
