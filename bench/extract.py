@@ -10,7 +10,9 @@
 
 All rates are patches per second. (b) is reported two ways: `b_patches_per_s` over the time
 spent in extract's loop (workers started, every batch read, run and written), and
-`b_end_to_end_patches_per_s` over the whole call (also building the encoder and publishing).
+`b_end_to_end_patches_per_s` over the whole call (also building the encoder and publishing);
+`b_waited_s` splits the loop's time into waiting on the loader, the step (queueing device work),
+the device and the store, so a low b/a says which one holds it back.
 (a) and (c) exclude building their encoder. Ratios use `b_patches_per_s`.
 
 Without --data it writes a CUB-layout JPEG dataset (partaware.data.demo.generate_demo_cub,
@@ -143,7 +145,7 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
            "models": {"m": {"arch": args.model, "weights": "random", "seed": 0}}}
 
     write_index(index, work / "index.parquet")
-    loop_seconds = []
+    loop_seconds, waits = [], []
     run_loop = E.run_batches
 
     def timed_loop(*a, **k):  # the time inside extract's loop, model building and publishing left out
@@ -152,6 +154,7 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
             return run_loop(*a, **k)
         finally:
             loop_seconds.append(time.perf_counter() - t0)
+            waits.append(k["times"])  # what the loop waited on (extract's end line)
 
     E.run_batches = timed_loop
     try:
@@ -160,7 +163,8 @@ def bench_extract(args, index: pd.DataFrame, work: Path, device, suffix: str) ->
         seconds = time.perf_counter() - t0
     finally:
         E.run_batches = run_loop
-    return {"b_seconds": seconds, "b_loop_s": loop_seconds[0],
+    waited = {name: round(getattr(waits[0], f"{name}_s"), 2) for name in ("loader", "step", "device", "store")}
+    return {"b_seconds": seconds, "b_loop_s": loop_seconds[0], "b_waited_s": waited,
             "b_patches_per_s": len(index) / loop_seconds[0],
             "b_end_to_end_patches_per_s": len(index) / seconds}
 
@@ -285,7 +289,7 @@ def main(argv=None):
         "c_n_patches": len(baseline), "data_s": round(data_s, 2),
         "a_patches_per_s": round(a, 1), "b_patches_per_s": round(b["b_patches_per_s"], 1),
         "b_end_to_end_patches_per_s": round(b["b_end_to_end_patches_per_s"], 1),
-        "b_seconds": round(b["b_seconds"], 2), "b_loop_s": round(b["b_loop_s"], 2),
+        "b_seconds": round(b["b_seconds"], 2), "b_loop_s": round(b["b_loop_s"], 2), "b_waited_s": b["b_waited_s"],
         "c_patches_per_s": round(c, 1),
         "ratio_b_a": round(b["b_patches_per_s"] / a, 3), "ratio_b_c": round(b["b_patches_per_s"] / c, 3),
         "peak_host_rss_mb": round(self_rss, 1), "peak_worker_rss_mb": round(child_rss, 1),

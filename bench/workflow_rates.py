@@ -2,7 +2,8 @@
 """Each GPU job's rate in a finished workflow, beside the bench's for the same setting.
 
 Reads the job logs under RESULTS/logs: an `extract` job's end line (`done, N rows in S s,
-R patches/s`, the rate over its whole loop, as the bench's `b_patches_per_s`) and a `segment`
+R patches/s`, the rate over its whole loop, as the bench's `b_patches_per_s`, and what the loop
+waited on: loader, step, device, store) and a `segment`
 job's progress lines (`iteration i/n ... img/s`), whose steady rate is taken between its first
 and last line (the warm-up before the first line left out). Bench JSON lines (bench/extract.py,
 bench/segmentation_paper.py) given with --bench are matched by kind; prints ONE JSON line.
@@ -21,6 +22,8 @@ STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
 EXTRACT_START = re.compile(r"extract (\S+)(?: shard \d+)?: start on (\S+), precision (\S+), batch (\d+) images, "
                            r"(\d+) loader workers")
 EXTRACT_DONE = re.compile(r"extract \S+(?: shard \d+)?: done, (\d+) rows in ([\d.]+) s, ([\d.]+) patches/s")
+EXTRACT_WAITS = re.compile(r"waited on the loader ([\d.]+) s, the step ([\d.]+) s, the device ([\d.]+) s, "
+                           r"the store ([\d.]+) s")
 SEG_STEP = re.compile(STAMP + r".*seg-online: iteration (\d+)/(\d+),")
 SEG_START = re.compile(r"stride \d+; device (\S+), (\d+) loader workers")
 
@@ -30,8 +33,11 @@ def extract_rate(text: str) -> dict | None:
     start, done = EXTRACT_START.search(text), EXTRACT_DONE.search(text)
     if not (start and done):
         return None
+    waits = EXTRACT_WAITS.search(text)
     return {"device": start[2], "precision": start[3], "batch_images": int(start[4]), "workers": int(start[5]),
-            "rows": int(done[1]), "seconds": float(done[2]), "patches_per_s": float(done[3])}
+            "rows": int(done[1]), "seconds": float(done[2]), "patches_per_s": float(done[3]),
+            **({"waited_s": dict(zip(("loader", "step", "device", "store"), map(float, waits.groups())))}
+               if waits else {})}
 
 
 def steady_images_per_s(text: str, batch: int) -> float | None:

@@ -54,6 +54,8 @@ def test_extract_bench(tmp_path):
     assert out["bench"] == "extract" and out["store"] == "hdf5" and out["n_images"] == 6
     assert out["n_patches"] == out["c_n_patches"] > 6
     assert all(out[k] > 0 for k in ("a_patches_per_s", "b_patches_per_s", "c_patches_per_s"))
+    waited = out["b_waited_s"]  # where (b)'s loop time went
+    assert set(waited) == {"loader", "step", "device", "store"} and 0 < sum(waited.values()) <= out["b_loop_s"]
 
 
 def test_retrieval_bench():

@@ -62,9 +62,12 @@ def test_extract_job_starts_threads_minus_one_workers_and_logs_start_and_end(tmp
     assert ", 2 loader workers, " in start
     done = next(x for x in lines if ": done, " in x)
     rows = int(start.split(", ")[-1].split()[0])
-    assert rows > 0 and f"done, {rows} rows in " in done and done.endswith(" patches/s")
+    assert rows > 0 and f"done, {rows} rows in " in done and " patches/s; waited on the loader " in done
     parsed = workflow_rates().extract_rate("\n".join(lines))  # what bench/gpu_check_workflow.sh reads
     assert parsed["workers"] == 2 and parsed["rows"] == rows and parsed["patches_per_s"] > 0
+    waited = parsed["waited_s"]  # where the loop's time went: it adds up to no more than the loop
+    assert set(waited) == {"loader", "step", "device", "store"}
+    assert 0 < sum(waited.values()) <= parsed["seconds"] + 0.1  # each printed to 0.01 s
 
 
 def workflow_rates():

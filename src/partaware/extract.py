@@ -27,7 +27,7 @@ import torch
 from . import config as C
 from . import kinds
 from .devices import autocast_dtype, resolve_device
-from .extraction.loop import run_batches
+from .extraction.loop import LoopTimes, run_batches
 from .job_threads import loader_workers
 from .store import StoreWriter
 
@@ -80,11 +80,12 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     log.info("extract %s: start on %s, precision %s, batch %d images, %d loader workers%s, %d rows to do (of %d)",
              where, device, amp or "fp32", plan.images_per_batch, workers,
              ", torch.compile" if compiled else "", plan.n_rows - start, plan.n_rows)
-    t0 = time.perf_counter()
-    skipped = _skipped_before(writer, plan.images, start) + run_batches(loader, step, writer, chunk_rows,
-                                                                               cfg["extract"].get("log_every_s", 30.0))
+    t0, times = time.perf_counter(), LoopTimes()
+    skipped = _skipped_before(writer, plan.images, start) + run_batches(
+        loader, step, writer, chunk_rows, cfg["extract"].get("log_every_s", 30.0), times=times)
     seconds, rows = time.perf_counter() - t0, plan.n_rows - start
-    log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s", where, rows, seconds, rows / max(seconds, 1e-9))
+    log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s; %s", where, rows, seconds,
+             rows / max(seconds, 1e-9), times.line())
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
                            "device": str(device)})
 

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -85,23 +86,51 @@ class BackgroundWriter:
             raise self.error
 
 
-def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30.0):
+@dataclass
+class LoopTimes:
+    """Where the loop's wall time went, so a slow extraction says what it waited on: the loader
+    (workers decoding), the step (the host queueing device work; on a CPU, the forward itself),
+    the device (a batch's work and its copy back) or the store (the writer thread's queue)."""
+    loader_s: float = 0.0
+    step_s: float = 0.0
+    device_s: float = 0.0
+    store_s: float = 0.0
+
+    def line(self) -> str:
+        return (f"waited on the loader {self.loader_s:.2f} s, the step {self.step_s:.2f} s, the device "
+                f"{self.device_s:.2f} s, the store {self.store_s:.2f} s")
+
+
+def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30.0, times: LoopTimes | None = None):
     """Feed every batch through `step`, one batch ahead, and hand the results to a writer thread.
 
     `step(batch)` queues the batch's device work and returns `finish`; `finish()` waits for it
     and returns (store arrays, error messages). A batch is finished after the next one is queued.
+    `times`, when given, adds up where the wall time went.
     """
-    skipped = []
+    skipped, times = [], times if times is not None else LoopTimes()
     t0, last_log, done0 = time.time(), time.time(), writer.rows_done
+    clock = time.perf_counter
     with BackgroundWriter(writer, chunk_rows) as background:
         def hand_over(finish):
+            t = clock()
             arrays, errors = finish()
+            t_done = clock()
             skipped.extend(errors)
             background.put(arrays)
+            times.device_s += t_done - t
+            times.store_s += clock() - t_done
 
-        pending = None
-        for batch in loader:
+        pending, batches = None, iter(loader)
+        while True:
+            t = clock()
+            batch = next(batches, None)
+            times.loader_s += clock() - t
+            if batch is None:
+                break
+            t = clock()
             queued = step(batch)
+            times.step_s += clock() - t
             if pending is not None:
                 hand_over(pending)
             pending = queued
@@ -111,6 +140,8 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
                 last_log = time.time()
         if pending is not None:
             hand_over(pending)
+        t_flush = clock()
+    times.store_s += clock() - t_flush  # the last chunks landing
     note_work(writer.rows_done - done0, "rows", len(skipped))  # for the job's closing line
     return skipped
 
