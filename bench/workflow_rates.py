@@ -4,8 +4,8 @@
 Reads the job logs under RESULTS/logs: an `extract` job's end line (`done, N rows in S s,
 R patches/s`, the rate over its whole loop, as the bench's `b_patches_per_s`, and what the loop
 waited on: loader, step, device, store) and a `segment`
-job's progress lines (`iteration i/n ... img/s`), whose steady rate is taken between its first
-and last line (the warm-up before the first line left out). Bench JSON lines (bench/extract.py,
+job's progress lines (`i/n iterations, ... img/s, P% of the time waiting on the loader`), whose
+steady rate is taken between its first and last line (the warm-up before the first line left out). Bench JSON lines (bench/extract.py,
 bench/segmentation_paper.py) given with --bench are matched by kind; prints ONE JSON line.
 
     python bench/workflow_rates.py WORKDIR/results --bench OUT/bench.jsonl --wall-s 181
@@ -24,8 +24,9 @@ EXTRACT_START = re.compile(r"extract (\S+)(?: shard \d+)?: start on (\S+), preci
 EXTRACT_DONE = re.compile(r"extract \S+(?: shard \d+)?: done, (\d+) rows in ([\d.]+) s, ([\d.]+) patches/s")
 EXTRACT_WAITS = re.compile(r"waited on the loader ([\d.]+) s, the step ([\d.]+) s, the device ([\d.]+) s, "
                            r"the store ([\d.]+) s")
-SEG_STEP = re.compile(STAMP + r".*seg-online: iteration (\d+)/(\d+),")
+SEG_STEP = re.compile(STAMP + r"INFO partaware\.seg_online\.train: (\d+)/(\d+) iterations,")
 SEG_START = re.compile(r"stride \d+; device (\S+), (\d+) loader workers")
+SEG_WAIT = re.compile(r"(\d+)% of the time waiting on the loader")
 
 
 def extract_rate(text: str) -> dict | None:
@@ -62,10 +63,11 @@ def job_rates(results: Path, seg_batch: int) -> dict:
             out[f"extract {log.relative_to(results / 'logs' / 'extract').with_suffix('')}"] = rate
     for log in sorted((results / "logs" / "segment").rglob("*.log")):
         text = log.read_text(errors="replace")
-        start = SEG_START.search(text)
+        start, waits = SEG_START.search(text), SEG_WAIT.findall(text)
         out[f"segment {log.relative_to(results / 'logs' / 'segment').with_suffix('')}"] = {
             "device": start[1] if start else None, "workers": int(start[2]) if start else None,
-            "batch": seg_batch, "steady_images_per_s": _round(steady_images_per_s(text, seg_batch))}
+            "batch": seg_batch, "steady_images_per_s": _round(steady_images_per_s(text, seg_batch)),
+            "loader_wait_pct": int(waits[-1]) if waits else None}  # of the whole run, at its last line
     return out
 
 

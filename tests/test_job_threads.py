@@ -1,7 +1,6 @@
 """GPU jobs get the cores they use: the loader workers an `extract` or `segment` job starts
 follow its `--threads` (num_workers: auto = threads - 1) unless the config sets them. The dry
 run's threads are pinned in test_gpu_slots.py."""
-import importlib.util
 import logging
 import os
 import re
@@ -18,7 +17,7 @@ from partaware.data.parts import select_split, write_index
 from partaware.job_threads import loader_workers
 from partaware.kinds import build_part_index
 from partaware.seg_online import job as J
-from workflow_runner import REPO
+from workflow_runner import REPO, bench_module
 
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 
@@ -71,17 +70,17 @@ def test_extract_job_starts_threads_minus_one_workers_and_logs_start_and_end(tmp
 
 
 def workflow_rates():
-    spec = importlib.util.spec_from_file_location("workflow_rates", REPO / "bench" / "workflow_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("workflow_rates")
 
 
 def test_segment_steady_rate_leaves_the_warm_up_out():
     log = "\n".join([
-        "2026-12-04 10:00:00,000 INFO partaware.seg_online.train: seg-online: iteration 10/400, loss a 1.0, 5.0 img/s",
-        "2026-12-04 10:00:05,000 INFO partaware.seg_online.train: seg-online: iteration 110/400, loss a 0.9",
-        "2026-12-04 10:00:10,000 INFO partaware.seg_online.train: seg-online: iteration 210/400, loss a 0.8"])
+        "2026-12-04 10:00:00,000 INFO partaware.seg_online.train: 10/400 iterations, 1.0 iterations/s, ETA 6m30s, "
+        "5.0 img/s, 90% of the time waiting on the loader, loss a 1.0",
+        "2026-12-04 10:00:05,000 INFO partaware.seg_online.train: 110/400 iterations, 9.1 iterations/s, ETA 30 s, "
+        "120.0 img/s, 10% of the time waiting on the loader, loss a 0.9",
+        "2026-12-04 10:00:10,000 INFO partaware.seg_online.train: 210/400 iterations, 14.0 iterations/s, ETA 13 s, "
+        "200.0 img/s, 7% of the time waiting on the loader, loss a 0.8"])
     assert workflow_rates().steady_images_per_s(log, 16) == 200 * 16 / 10
 
 

@@ -1,6 +1,7 @@
 """The online segmentation probe: draws, learning under augmentation, one forward for all heads,
 exact resume after SIGKILL, checkpoint keys, progress lines, slide evaluation below the crop."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from partaware.data.segfolder import list_samples
 from partaware.models import build_encoder
 from partaware.seg_online import (SegDraws, draw_loader, evaluate_online, image_of_draw, train_online)
 from partaware.evals.seg_heads import STATE_FORMAT, HeadStateError
+from workflow_runner import bench_module
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -237,6 +239,14 @@ def test_progress_lines_give_iteration_loss_rate_and_eta(toy, caplog):
     lines = [r.getMessage() for r in caplog.records if " iterations" in r.getMessage() and "loss" in r.getMessage()]
     assert [line.split(",")[0] for line in lines] == [f"{i}/3 iterations" for i in (1, 2, 3)]
     assert all("loss part " in s and " object " in s and "img/s" in s and "ETA" in s for s in lines)
+    waiting = [int(s.split("% of the time waiting on the loader")[0].rsplit(" ", 1)[1]) for s in lines]
+    assert all(0 <= w <= 100 for w in waiting)  # says whether the loader or the step holds it back
+    # the lines as a job writes them (cli.py's format) are what bench/workflow_rates.py reads
+    job_format = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    text = "\n".join(job_format.format(r) for r in caplog.records)
+    rates = bench_module("workflow_rates")
+    assert [int(m[2]) for m in map(rates.SEG_STEP.match, text.splitlines()) if m] == [1, 2, 3]
+    assert rates.SEG_WAIT.findall(text) == [str(w) for w in waiting]
     caplog.clear()
     with caplog.at_level("INFO", logger="partaware.seg_online.train"):
         train_online(encoder(), train, SETS, pipeline(), iters=3, log_every_s=3600, **TRAIN)

@@ -1,4 +1,5 @@
 """Run the Snakemake workflow on a config in a scratch directory, as the tests do."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -39,3 +40,11 @@ def job_stats(out: str) -> dict[str, int]:
         elif in_stats and len(parts) == 2 and parts[1].isdigit() and parts[0] != "all":
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def bench_module(name: str):
+    """bench/<name>.py imported as a module (the bench scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

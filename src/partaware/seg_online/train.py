@@ -83,8 +83,15 @@ def train_online(encoder, samples: Sequence[Mapping], label_sets: Mapping[str, i
                          num_workers, pin_memory=dev.type == "cuda")
     progress = Progress(log, iters, "iterations", every=log_every_s, start=start)
     loss_sum, steps, it = torch.zeros(len(names), device=dev), 0, start
+    batches, loader_wait = iter(on_device(loader, dev)), 0.0  # the host's wait for the next batch
     with lowp_weights(encoder, amp):
-        for img, labels, hw in on_device(loader, dev):
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            loader_wait += time.perf_counter() - t
+            if batch is None:
+                break
+            img, labels, hw = batch
             x = normalise_and_pad(img, hw, constants=norm)
             loss_sum += trainer.step(forward(x), labels, it)  # stays on the device until a line is due
             it, steps = it + 1, steps + 1
@@ -92,8 +99,10 @@ def train_online(encoder, samples: Sequence[Mapping], label_sets: Mapping[str, i
                 save_state(state_path, resume_key, it, trainer)
             if progress.due(it):
                 means = (loss_sum / steps).tolist()
-                rate = (it - start) * batch_size / max(time.time() - progress.t0, 1e-9)
-                progress.update(it, f"{rate:.1f} img/s, loss " + " ".join(f"{n} {v:.4f}" for n, v in zip(names, means)))
+                elapsed = max(time.time() - progress.t0, 1e-9)
+                rate, waited = (it - start) * batch_size / elapsed, min(100.0, 100 * loader_wait / elapsed)
+                progress.update(it, f"{rate:.1f} img/s, {waited:.0f}% of the time waiting on the loader, loss "
+                                + " ".join(f"{n} {v:.4f}" for n, v in zip(names, means)))
                 loss_sum.zero_()
                 steps = 0
     return heads.probes()
