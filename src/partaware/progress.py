@@ -64,3 +64,21 @@ class Progress:
             text = progress_line(done - self.start, self.total - self.start, now - self.t0, self.unit)
             self.log.info("%s%s", text, f", {extra}" if extra else "")
             self.last = now
+
+
+class Waited:
+    """Iterates `iterable`, adding up in `seconds` the time spent waiting for each item: a loop's
+    wait on its DataLoader, which says whether the loader or the loop's own work holds it back."""
+
+    def __init__(self, iterable):
+        self.items, self.seconds = iter(iterable), 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self.items)
+        finally:
+            self.seconds += time.perf_counter() - t

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..progress import note_work, progress_line
+from ..progress import Waited, note_work, progress_line
 from ..store import StoreWriter
 
 log = logging.getLogger("partaware.extract")
@@ -121,13 +121,8 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
             times.device_s += t_done - t
             times.store_s += clock() - t_done
 
-        pending, batches = None, iter(loader)
-        while True:
-            t = clock()
-            batch = next(batches, None)
-            times.loader_s += clock() - t
-            if batch is None:
-                break
+        pending, batches = None, Waited(loader)
+        for batch in batches:
             t = clock()
             queued = step(batch)
             times.step_s += clock() - t
@@ -140,6 +135,7 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
                 last_log = time.time()
         if pending is not None:
             hand_over(pending)
+        times.loader_s += batches.seconds
         t_flush = clock()
     times.store_s += clock() - t_flush  # the last chunks landing
     note_work(writer.rows_done - done0, "rows", len(skipped))  # for the job's closing line

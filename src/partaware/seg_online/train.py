@@ -23,7 +23,7 @@ import torch
 from ..data.seg_pipeline import norm_constants, normalise_and_pad
 from ..devices import autocast_dtype, resolve_device
 from ..evals.seg_heads import HeadTrainer, SegHeads, SegProbe, load_state, save_state
-from ..progress import Progress
+from ..progress import Progress, Waited
 from .draws import SegDraws, draw_loader
 from .forward import FrozenForward, lowp_weights
 from .prefetch import on_device
@@ -83,15 +83,9 @@ def train_online(encoder, samples: Sequence[Mapping], label_sets: Mapping[str, i
                          num_workers, pin_memory=dev.type == "cuda")
     progress = Progress(log, iters, "iterations", every=log_every_s, start=start)
     loss_sum, steps, it = torch.zeros(len(names), device=dev), 0, start
-    batches, loader_wait = iter(on_device(loader, dev)), 0.0  # the host's wait for the next batch
+    batches = Waited(on_device(loader, dev))  # the host's wait for the next batch, for the progress line
     with lowp_weights(encoder, amp):
-        while True:
-            t = time.perf_counter()
-            batch = next(batches, None)
-            loader_wait += time.perf_counter() - t
-            if batch is None:
-                break
-            img, labels, hw = batch
+        for img, labels, hw in batches:
             x = normalise_and_pad(img, hw, constants=norm)
             loss_sum += trainer.step(forward(x), labels, it)  # stays on the device until a line is due
             it, steps = it + 1, steps + 1
@@ -100,7 +94,7 @@ def train_online(encoder, samples: Sequence[Mapping], label_sets: Mapping[str, i
             if progress.due(it):
                 means = (loss_sum / steps).tolist()
                 elapsed = max(time.time() - progress.t0, 1e-9)
-                rate, waited = (it - start) * batch_size / elapsed, min(100.0, 100 * loader_wait / elapsed)
+                rate, waited = (it - start) * batch_size / elapsed, min(100.0, 100 * batches.seconds / elapsed)
                 progress.update(it, f"{rate:.1f} img/s, {waited:.0f}% of the time waiting on the loader, loss "
                                 + " ".join(f"{n} {v:.4f}" for n, v in zip(names, means)))
                 loss_sum.zero_()
