@@ -83,8 +83,13 @@ def cmd_figure_correspondence(args):
 
     spec, _ = _settings(args)
     stores = {m: open_store(p) for m, p in zip(_models(args), args.stores)}
-    shown = draw_from_stores(spec, read_pairs(args.pairs), stores, args.out)
-    print(f"{args.out}: pairs {shown}, {len(stores)} encoders")
+    pairs = read_pairs(args.pairs)
+    shown = draw_from_stores(spec, pairs, stores, args.out)
+    if not shown:
+        print(f"{args.out}: no pair drawn: none of the {pairs['pair'].nunique()} pairs has both images extracted "
+              "for every encoder (the figure says so)")
+    else:
+        print(f"{args.out}: {len(shown)} scored pairs drawn {shown}, {len(stores)} encoders")
 
 
 def cmd_figure_summary(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import parts as P
-from ..data.cub import DEFAULT_PARTS, cub_patches
+from ..data.cub import DEFAULT_PARTS, ROOT_FIX, cub_patches
 from ..data.errors import DataError
 from . import register
 from .keypoint_pairs import KeypointPairs
@@ -37,11 +37,30 @@ class Cub(KeypointPairs, PartKind):
         return {k: cfg["correspondence"][k] for k in ("pairs", "seed")}
 
     def read_pairs(self, ds: dict, cfg: dict):
-        """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`."""
+        """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`;
+        under `data.on_bad_image: skip` among the images on disk (a partial copy gives the pairs
+        its images allow, not pairs of skipped images)."""
         from ..data.pairs import cub_pairs
 
         cc = cfg["correspondence"]
-        return cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds)), []
+        skip = cfg["data"]["on_bad_image"] == "skip"
+        pairs = cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds),
+                          keep=Path.is_file if skip else None)
+        return pairs, draw_messages(pairs.attrs, cc["pairs"])
+
+    def check(self, where: str, ds: dict, cfg: dict) -> None:
+        """The files the index needs, before any job: a root one folder off is one line naming
+        the key and the fix (not the workflow's missing-input error)."""
+        super().check(where, ds, cfg)
+        root = Path(ds.get("root", ""))
+        if "demo" in ds or not root.is_dir():
+            return  # no root: the config's path check says so
+        missing = [f for f in self.index_inputs(ds) if not Path(f).is_file()]
+        if missing:
+            from ..config import ConfigError
+
+            raise ConfigError(f"config key {where}.root: {root} holds no {Path(missing[0]).relative_to(root)}; "
+                              f"{ROOT_FIX}")
 
     def read_patches(self, ds: dict):
         if not ds.get("root"):
@@ -52,3 +71,16 @@ class Cub(KeypointPairs, PartKind):
         from ..data.demo import generate_demo_cub
 
         generate_demo_cub(out, **ds["demo"])
+
+
+def draw_messages(drawn: dict, wanted: int) -> list[str]:
+    """Log lines on what a CUB pair draw rested on: test images left out (not on disk), and all
+    the pairs the images allow when they are fewer than `correspondence.pairs`."""
+    out = []
+    if drawn.get("images_left_out"):
+        out.append(f"{drawn['images_left_out']} test images not on disk left out of the pair draw "
+                   f"(data.on_bad_image: skip); drawn among the {drawn['images_drawable']} on disk")
+    if drawn.get("pairs_possible", wanted) < wanted:
+        out.append(f"the {drawn['images_drawable']} usable test images allow {drawn['pairs_possible']} same-class "
+                   f"pairs, fewer than correspondence.pairs ({wanted}): all of them are used")
+    return out
