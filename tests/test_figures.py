@@ -278,7 +278,7 @@ def test_summary_follows_the_configs_k_marks_thin_bars_and_says_why_a_panel_is_e
                 "skipped": skipped, "notes": notes}
     table = pd.DataFrame([row("knn", "knn_top1@10", 50.0), row("knn", "knn_top1@10", 40.0, feature="cls", images=1,
                                                                 skipped=99),
-                          row("retrieval", "mAP", float("nan"), dataset="coco",
+                          row("retrieval", "AP", float("nan"), dataset="coco",
                               notes="every query is alone in its label")])
     data = summary_data(table)
     knn = data[data["family"] == "top-1 accuracy (%)"].set_index("group")
