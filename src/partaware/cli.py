@@ -147,6 +147,9 @@ def cmd_evaluate(args):
     if per_class:
         write_csv(pd.DataFrame(per_class), Path(args.out).with_name(f"{args.task}_{task.detail}.csv"))
     write_results(rows, Path(args.out), stats_settings(cfg))  # the CSV and its <task>_stats.npz
+    from .closing import note_rows
+
+    note_rows(args.task, rows)
 
 
 def cmd_segment(args):
@@ -159,6 +162,9 @@ def cmd_segment(args):
     out = Path(args.out)
     write_csv(pd.DataFrame(per_class), out.with_name(out.stem + "_per_class.csv"))
     write_results(rows, out, stats_settings(cfg))  # the CSV and its segmentation_paper_stats.npz
+    from .closing import note_rows
+
+    note_rows("segmentation (paper protocol)", rows, f"{cfg['segmentation']['iters']} iterations trained")
 
 
 def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:
@@ -177,11 +183,15 @@ def cmd_table(args):
     from .report import write_table
 
     settings = C.fill_spec(json.loads(args.spec))["report"] if args.spec else None
-    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
+    table = write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
+    skipped = None
     if args.skipped:
         from .report import write_skipped
 
-        write_skipped([Path(p) for p in args.stores], Path(args.skipped))
+        skipped = write_skipped([Path(p) for p in args.stores], Path(args.skipped))
+    from .closing import note_table
+
+    note_table(table, len(args.inputs), skipped, settings)
 
 
 def cmd_convert_pascal_part(args):
