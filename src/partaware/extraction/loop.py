@@ -95,6 +95,7 @@ class LoopTimes:
     step_s: float = 0.0
     device_s: float = 0.0
     store_s: float = 0.0
+    computed: int = 0  # rows whose image was read and encoded (not those of skipped images)
 
     def line(self) -> str:
         return (f"waited on the loader {self.loader_s:.2f} s, the step {self.step_s:.2f} s, the device "
@@ -140,6 +141,7 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
         times.loader_s += batches.seconds
         t_flush = clock()
     times.store_s += clock() - t_flush  # the last chunks landing
+    times.computed += computed[0]
     empty = writer.rows_done - done0 - computed[0]
     note_work(computed[0], "rows computed", len(skipped),  # for the job's closing line
               f"{empty} rows of skipped images left empty" if empty else "")
