@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from partaware import config as C
-from partaware.data.pairs import cub_pairs
-from partaware.kinds.cub import draw_messages
+from partaware.data.pairs import cub_pairs, draw_messages
 from partaware.na_legend import na_legend
 from partaware.report import _most_confused
 from partaware.tasks.pair_accounting import mark_thin_parts, pair_coverage

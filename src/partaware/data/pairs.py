@@ -113,6 +113,19 @@ def cub_pairs(root: str | os.PathLike, n_pairs: int = 10000, seed: int = 0, spli
     return out
 
 
+def draw_messages(drawn: dict, wanted: int) -> list[str]:
+    """Log lines on what a CUB pair draw rested on: test images left out (not on disk), and all
+    the pairs the images allow when they are fewer than `correspondence.pairs`."""
+    out = []
+    if drawn.get("images_left_out"):
+        out.append(f"{drawn['images_left_out']} test images not on disk left out of the pair draw "
+                   f"(data.on_bad_image: skip); drawn among the {drawn['images_drawable']} on disk")
+    if drawn.get("pairs_possible", wanted) < wanted:
+        out.append(f"the {drawn['images_drawable']} usable test images allow {drawn['pairs_possible']} same-class "
+                   f"pairs, fewer than correspondence.pairs ({wanted}): all of them are used")
+    return out
+
+
 def typed(df: pd.DataFrame) -> pd.DataFrame:
     """The pair table with its column types fixed (parquet round trips keep them)."""
     return df.astype({"pair": "int64", "category": str, "src_image": str, "trg_image": str, "src_path": str,

@@ -40,7 +40,7 @@ class Cub(KeypointPairs, PartKind):
         """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`;
         under `data.on_bad_image: skip` among the images on disk (a partial copy gives the pairs
         its images allow, not pairs of skipped images)."""
-        from ..data.pairs import cub_pairs
+        from ..data.pairs import cub_pairs, draw_messages
 
         cc = cfg["correspondence"]
         skip = cfg["data"]["on_bad_image"] == "skip"
@@ -72,15 +72,3 @@ class Cub(KeypointPairs, PartKind):
 
         generate_demo_cub(out, **ds["demo"])
 
-
-def draw_messages(drawn: dict, wanted: int) -> list[str]:
-    """Log lines on what a CUB pair draw rested on: test images left out (not on disk), and all
-    the pairs the images allow when they are fewer than `correspondence.pairs`."""
-    out = []
-    if drawn.get("images_left_out"):
-        out.append(f"{drawn['images_left_out']} test images not on disk left out of the pair draw "
-                   f"(data.on_bad_image: skip); drawn among the {drawn['images_drawable']} on disk")
-    if drawn.get("pairs_possible", wanted) < wanted:
-        out.append(f"the {drawn['images_drawable']} usable test images allow {drawn['pairs_possible']} same-class "
-                   f"pairs, fewer than correspondence.pairs ({wanted}): all of them are used")
-    return out
