@@ -12,6 +12,7 @@ from partaware.data.pairs import cub_pairs, draw_messages
 from partaware.na_legend import na_legend
 from partaware.report import _most_confused
 from partaware.tasks.pair_accounting import mark_thin_parts, pair_coverage
+from test_tasks_correspondence import setup  # noqa: F401  (a fixture: three images, c skipped)
 
 
 def test_the_draw_on_a_partial_copy_uses_the_pairs_its_images_allow(real_cub):
@@ -67,3 +68,41 @@ def test_a_cub_root_one_folder_too_high_is_one_line_naming_the_key(real_cub, tmp
     with pytest.raises(C.ConfigError, match=r"config key datasets\.birds\.root: .* holds no images\.txt; set the "
                                             r"dataset's `root` to the CUB_200_2011 folder"):
         C.validate(cfg)
+
+
+def test_a_spair_root_one_folder_too_high_is_one_line_naming_the_key(spair):
+    cfg = {"datasets": {"sp": {"kind": "spair", "root": str(spair.parent), "tasks": ["correspondence"]}},
+           "models": {"m": {"arch": "vit_tiny_patch16_224", "weights": "random"}}}
+    with pytest.raises(C.ConfigError, match=r"config key datasets\.sp\.root: .* holds no PairAnnotation/test; set "
+                                            r"the dataset's `root` to the SPair-71k folder"):
+        C.validate(cfg)
+
+
+def test_open_features_image_columns_of_a_store_without_a_part_index():
+    from partaware.api import with_image_keys
+
+    table = pd.DataFrame({"row": [0, 1, 2], "valid": [True, False, True]})
+    joined = with_image_keys(table, {"image_paths": ["a.jpg", "b.jpg", "c.jpg"], "image_keys": ["1", "2", "3"]})
+    assert {"image", "image_key"} <= set(joined.columns)
+    assert joined["image"].tolist() == ["a.jpg", "b.jpg", "c.jpg"] and joined["image_key"].tolist() == ["1", "2", "3"]
+    assert "image" not in with_image_keys(pd.DataFrame({"row": [0]}), {}).columns  # an older store: nothing to join
+
+
+def test_the_correspondence_figure_draws_only_scored_pairs_or_says_why(setup, tmp_path, monkeypatch):
+    """Pair 2 names image c, skipped at extraction: never drawn; with every image skipped the
+    figure is one line of why, not panels titled "not scored"."""
+    from partaware.data.pairs import read_pairs
+    from partaware.figures import correspondence as F
+    from test_tasks_correspondence import cfg as task_cfg
+
+    store, ctx = setup
+    pairs = read_pairs(ctx["index_dir"] / "pairs.parquet")
+    drawn = {}
+    monkeypatch.setattr(F, "correspondence_figure", lambda results, out, ids, dpi: drawn.update(
+        {m: sorted(set(r["pair"])) for m, r in results.items()}))  # the fixture's images are not on disk
+    draw_from_stores = F.draw_from_stores
+    shown = draw_from_stores(task_cfg(), pairs, {"m": store}, tmp_path / "c.png", n_pairs=3)
+    assert sorted(shown) == [0, 1] and drawn == {"m": [0, 1]}  # every pair drawn was scored
+    store.arrays["valid"][:] = 0
+    assert draw_from_stores(task_cfg(), pairs, {"m": store}, tmp_path / "none.png") == []
+    assert (tmp_path / "none.png").stat().st_size > 0

@@ -9,6 +9,7 @@ from ..data.errors import DataError
 from . import register
 from .keypoint_pairs import KeypointPairs
 from .part_patches import PartKind
+from .root_check import check_root
 
 
 @register
@@ -52,15 +53,7 @@ class Cub(KeypointPairs, PartKind):
         """The files the index needs, before any job: a root one folder off is one line naming
         the key and the fix (not the workflow's missing-input error)."""
         super().check(where, ds, cfg)
-        root = Path(ds.get("root", ""))
-        if "demo" in ds or not root.is_dir():
-            return  # no root: the config's path check says so
-        missing = [f for f in self.index_inputs(ds) if not Path(f).is_file()]
-        if missing:
-            from ..config import ConfigError
-
-            raise ConfigError(f"config key {where}.root: {root} holds no {Path(missing[0]).relative_to(root)}; "
-                              f"{ROOT_FIX}")
+        check_root(where, ds, self.index_inputs(ds), ROOT_FIX)
 
     def read_patches(self, ds: dict):
         if not ds.get("root"):

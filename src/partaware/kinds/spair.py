@@ -31,6 +31,10 @@ class SPair(KeypointPairs, Kind):
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
         from ..config import ConfigError
+        from ..data.spair import ROOT_FIX
+        from .root_check import check_root
+
+        check_root(where, ds, self.pair_inputs(ds), ROOT_FIX)  # a root one folder off: one line, key and fix
 
         for category, pairs in ds["mirror"].items():
             seen: set[str] = set()
