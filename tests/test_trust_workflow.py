@@ -55,7 +55,7 @@ def test_knn_default_k_runs_on_a_small_database_and_says_it_clamped(run):
     assert len(knn) and knn["notes"].str.contains(r"k clamped to \d+: the database holds").all()
     text = log(work, "evaluate", "cub", "tiny", "knn.log")
     assert "AVX" not in text and "ModuleNotFoundError" not in text
-    assert re.search(r"evaluate: done, \d+ result rows, knn: \d+ queries scored on \d+ images", text)
+    assert re.search(r"evaluate: done, \d+ result rows, knn: \d+ queries scored, resting on \d+ images", text)
 
 
 def test_the_figure_draws_scored_pairs_and_the_logs_say_what_was_done(run):

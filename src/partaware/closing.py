@@ -13,11 +13,12 @@ UNITS = {"retrieval": "queries", "knn": "queries", "correspondence": "keypoint t
 
 
 def note_rows(task: str, rows: list[dict], extra: str = "") -> None:
-    """`evaluate: done, 12 result rows (logistic), 40 samples scored on 6 images, 0.7 s`."""
+    """`evaluate: done, 12 result rows, logistic: 40 samples scored, resting on 6 images, 0.7 s`
+    (the images of every store the rows read: a probe's train and test)."""
     valued = [r for r in rows if not (isinstance(r.get("value"), float) and math.isnan(r["value"]))]
     samples = max((int(r.get("n", 0)) for r in valued), default=0)
     images = max((int(r.get("images", -1)) for r in valued), default=-1)
-    what = f"{samples} {UNITS.get(task.split()[0], 'samples')} scored" + (f" on {images} images" if images >= 0 else "")
+    what = f"{samples} {UNITS.get(task.split()[0], 'samples')} scored" + (f", resting on {images} images" if images >= 0 else "")
     pairs = next((m.group(0) for r in rows for m in [re.search(r"\d+ pairs scored", str(r.get("notes", "")))] if m), "")
     what += f" ({pairs})" if pairs else ""
     blank = len(rows) - len(valued)
