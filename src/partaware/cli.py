@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import config as C
 from . import kinds
+from . import specs as S
 from .atomic import write_csv, write_text
 from .intervals import settings as stats_settings, write_results
 
@@ -138,6 +139,8 @@ def cmd_evaluate(args):
                             f"{', '.join(tasks.evaluated())}")
     cfg = _spec(args)
     ctx = context(cfg, args.dataset, args.model)
+    ds = cfg["datasets"].get(args.dataset, {})
+    ctx["rows_are_images"] = "kind" in ds and not kinds.of(ds).has_index  # a row is an image: `row` is its id
     # results/evals/<dataset>/<model>/<task>.csv -> results/index/<dataset> (a task's pair table)
     ctx["index_dir"] = Path(args.index_dir) if args.index_dir else \
         Path(args.out).absolute().parents[3] / "index" / args.dataset
@@ -170,7 +173,7 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
     splits = C.task_splits(cfg["datasets"][dataset], task, cfg)
     if len(splits) != n:  # stores given by hand in another arrangement: nothing to compare with
         return [None] * n
-    return [C.digest(C.extract_signature(cfg, dataset, model, split)) for split in splits]
+    return [C.digest(S.store_signature(cfg, dataset, model, split)) for split in splits]
 
 
 def cmd_table(args):

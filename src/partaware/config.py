@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from . import kinds, roles, tasks
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .errors import ConfigError, seg_protocols  # noqa: F401 (re-exported: partaware.config.ConfigError)
 
 
 # Settings that never change what a job computes (how fast it runs, how often it saves, or which
@@ -25,18 +27,12 @@ BASE_RUNTIME_KEYS = {"": ("device", "gpu_threads", "gpu_wait_s"), "extract": ("b
 
 def runtime_keys() -> dict[str, tuple]:
     """Every config section's run-time keys: the base ones and those each task declares."""
-    from . import tasks
-
     out = dict(BASE_RUNTIME_KEYS)
     for name in tasks.names():
         task = tasks.get(name)
         if task.section and task.runtime_keys:
             out[task.section] = tuple(task.runtime_keys)
     return out
-
-
-class ConfigError(ValueError):
-    """One line: where in the config, what is wrong, how to fix it."""
 
 
 def _where(path) -> str:
@@ -85,8 +81,6 @@ def _shape(schema: dict) -> str:
 def load_schema() -> dict:
     """The config schema: the file shipped in the package (works outside the source tree) plus
     each task's section (`partaware.tasks`)."""
-    from . import tasks
-
     schema = yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
     for name in tasks.names():
         task = tasks.get(name)
@@ -128,8 +122,6 @@ def fill_defaults(schema: dict, value, defs: dict | None = None):
 
 def fill_spec(spec: dict) -> dict:
     """A job spec with every default filled in: the top level and each dataset's kind keys."""
-    from . import kinds
-
     schema = load_schema()
     out = fill_defaults(schema, spec)
     out["datasets"] = {name: fill_defaults(dataset_schema(kinds.of(ds), schema), ds) if "kind" in ds else ds
@@ -141,7 +133,7 @@ def dataset_schema(kind, schema: dict | None = None) -> dict:
     """The full schema of one dataset: the keys every kind shares plus the kind's own."""
     base = (schema or load_schema())["$defs"]["dataset"]
     props = {**base["properties"], **kind.schema}
-    props["tasks"] = {**props["tasks"], "items": {"enum": list(kind.tasks)}}
+    props["tasks"] = {**props["tasks"], "items": {"enum": list(roles.tasks_of(kind))}}
     return {"type": "object", "additionalProperties": False, "properties": props,
             "required": ["kind", "tasks"]}
 
@@ -159,8 +151,6 @@ def _validate(schema: dict, value, prefix=()) -> None:
 
 def validate(config: dict) -> dict:
     """Check `config` against the schema and the semantic rules; return it with defaults filled."""
-    from . import kinds
-
     schema = load_schema()
     schema["$defs"]["dataset"]["properties"]["kind"] = {"enum": kinds.names()}
     general = copy.deepcopy(schema)
@@ -185,8 +175,6 @@ def validate(config: dict) -> dict:
 
 
 def _check_dataset(name: str, kind, ds: dict, cfg: dict) -> None:
-    from . import tasks
-
     where = f"datasets.{name}"
     for key in kind.required:
         if key not in ds:
@@ -288,45 +276,26 @@ def load(path: Path | str) -> dict:
 
 
 # --------------------------------------------------------------------------------- job plans
-def seg_protocols(cfg: dict) -> list[str]:
-    """The segmentation protocols to run (`segmentation.protocol`: one or a list)."""
-    protocol = cfg["segmentation"]["protocol"]
-    return [protocol] if isinstance(protocol, str) else list(protocol)
-
-
 def splits_of(cfg: dict, dataset: str) -> list[str]:
     """The stores (splits) a dataset's configured tasks need."""
-    from . import kinds
-
     ds = cfg["datasets"][dataset]
-    return kinds.of(ds).splits(ds, cfg)
+    return roles.splits(kinds.of(ds), ds, cfg)
 
 
 def eval_names(cfg: dict, dataset: str) -> list[str]:
     """The result files (results/evals/<dataset>/<model>/<name>.csv) of a dataset's tasks."""
-    from . import kinds
-
     ds = cfg["datasets"][dataset]
-    return kinds.of(ds).eval_names(ds, cfg)
+    return roles.eval_names(kinds.of(ds), ds, cfg)
 
 
 def task_splits(ds: dict, task: str, cfg: dict | None = None) -> list[str]:
     """The stores one task reads, in the order its evaluation takes them (`cfg` given: [] where
     the configured protocol runs without stores)."""
-    from . import kinds
-
-    return kinds.of(ds).task_splits(ds, task, cfg)
+    return roles.task_splits(kinds.of(ds), ds, task, cfg)
 
 
 def normalisation(model: dict) -> tuple[tuple, tuple]:
     return tuple(model.get("mean", IMAGENET_MEAN)), tuple(model.get("std", IMAGENET_STD))
-
-
-def extract_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
-    """Everything a feature store depends on (`specs.store_signature`); its hash names the cache version."""
-    from .specs import store_signature
-
-    return store_signature(cfg, dataset, model, split)
 
 
 def digest(obj) -> str:

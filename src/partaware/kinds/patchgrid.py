@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .base import ExtractionPlan, Kind
-from .part_patches import shard_range
+from ..errors import ConfigError
+from ..extraction.plan import ExtractionPlan, shard_range
+from .base import Kind, Readers
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ class PatchGrid(Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         if ds["resize"] < ds["size"]:
             raise ConfigError(f"config key {where}.resize: {ds['resize']} is below size {ds['size']}; the centre "
                               f"crop of `size` needs resize >= size (the paper: 256 and 224)")
@@ -71,7 +70,7 @@ class PatchGrid(Kind):
     def stores(self, role: str, ds: dict) -> list[str]:
         return [STORE]  # figures only (rules/figures.smk): patch_retrieval writes no result file
 
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         return ["cls", "mean"] + (["proj"] if ds["proj_max_dim"] else [])
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
@@ -96,7 +95,7 @@ class PatchGrid(Kind):
 
         return list_images(ds["root"], ds.get("max_images"))
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import torch
         from torchvision import transforms as T
 
