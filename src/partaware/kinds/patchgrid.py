@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..projection import projected_model
 from . import register
 from ..errors import ConfigError
 from ..extraction.plan import ExtractionPlan, shard_range
@@ -62,8 +63,6 @@ class PatchGrid(Kind):
         if ds.get("stride") is not None and ds["stride"] > ds["size"]:
             raise ConfigError(f"config key {where}.stride: {ds['stride']} is above the patch side {ds['size']}, "
                               "which leaves pixels of the view in no patch; use at most size (the paper: size / 2)")
-        from ..figures.patch_retrieval import projected_model
-
         projected_model(cfg)  # checks figures.projected_model
 
     # ---- stores
