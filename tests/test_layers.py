@@ -12,10 +12,10 @@ from import_graph import SRC, cycles, edges, modules
 # store, extraction, the shared errors, ...)
 LAYERS = {
     "kinds": 1, "tasks": 1,                      # the registries
-    "roles": 2, "config": 2, "config_load": 2,   # what joins them, loading and validation
+    "roles": 2, "config": 2, "config_models": 2,   # what joins them, loading and validation
     "specs": 3,                                  # job specs and store signatures
     "cli": 4, "cli_parser": 4, "cli_figures": 4, "extract": 4, "seg_online": 4, "report": 4,
-    "report_sections": 4, "figures": 4, "inspect_store": 4, "inspect_print": 4, "api": 4, "paper": 4,
+    "report_sections": 4, "figures": 4, "inspect_store": 4, "inspect_verify": 4, "api": 4, "paper": 4,
     "": 4,                                       # partaware/__init__ (loads the public API lazily)
 }
 # The imports that run from a lower layer upward, each with why it stays (at most four).
@@ -25,7 +25,7 @@ UPWARD = {
     ("partaware.intervals", "partaware.config"):
         "a job config without `stats` gets the schema's defaults, which config assembles",
 }
-CORE = ("errors", "blocks", "roles", "config", "config_load", "specs", "kinds", "tasks", "projection")
+CORE = ("errors", "blocks", "roles", "config", "config_models", "specs", "kinds", "tasks", "projection")
 HEAVY = ("torch", "torchvision", "timm", "faiss", "matplotlib")
 MAX_LINES = 300
 
