@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import re
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 SUMMARIES = ("mean", "cls")
@@ -82,8 +84,6 @@ def encode(encoder, x, blocks):
 
 def log_disk(where: str, layout: dict, n_rows: int) -> None:
     """Say what the summaries add to a store: bytes per row and in all."""
-    import numpy as np
-
     names = [a for a in layout if _ARRAY.match(a)]
     if not names:
         return

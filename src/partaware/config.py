@@ -140,7 +140,7 @@ def dataset_schema(kind, schema: dict | None = None) -> dict:
 
 
 def _validate(schema: dict, value, prefix=()) -> None:
-    import jsonschema
+    import jsonschema  # a fifth of a second to import: only when a config is validated
 
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
                     key=lambda e: list(e.absolute_path))
