@@ -14,7 +14,7 @@ from importlib import import_module
 from .base import Task
 
 _MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "knn",
-            "correspondence")
+            "correspondence", "part_discovery")
 TASKS: dict[str, Task] = {}
 _loaded = False
 
