@@ -210,3 +210,31 @@ def test_real_cub_sample_through_extract_and_evaluate(real_cub, tmp_path, capsys
     part = detail[(detail["k"] == 4) & (detail["feature"] == "dense final")]
     assert len(part) == nmi_row["n"] and set(part["image"]) <= {"1", "3", "6"}
     assert D.nmi_ari(part["keypoint"], part["cluster"])[0] == pytest.approx(nmi_row["value"])
+
+
+@pytest.mark.slow
+def test_demo_workflow_gives_rows_figure_and_section(tmp_path):
+    """The demo birds through Snakemake with part_discovery alone: rows with intervals, the
+    detail file that recomputes to them, the figure and the table.md section."""
+    from workflow_runner import snakemake
+
+    config = {"seed": 0, "device": "cpu", "cache": {"format": "zarr", "dtype": "float16", "chunk_rows": 16},
+              "extract": {"batch_size": 32, "num_workers": 0, "shards": 1, "blocks_summary": []},
+              "datasets": {"demo_parts": {"kind": "cub", "demo": {"n_images": 16, "seed": 0}, "size": 64,
+                                          "tasks": ["part_discovery"]}},
+              "models": {"tiny_a": {"arch": "vit_tiny_patch16_224", "timm_kwargs": {"depth": 2},
+                                    "weights": "random", "seed": 1, "group": "random"}},
+              "part_discovery": {"k": [4, 8], "size": 64, "niter": 10, "nredo": 2}, "stats": {"bootstrap": 50}}
+    snakemake(tmp_path, config, "results/table.csv", "results/figures/demo_parts/part_discovery.png")
+    table = pd.read_csv(tmp_path / "results" / "table.csv")
+    rows = table[table["task"] == "part_discovery"]
+    assert set(rows["metric"]) == {f"{m}@{k}" for m in ("NMI", "ARI", "keypoint_error") for k in (4, 8)}
+    assert rows["ci_low"].notna().all() and (rows["ci_low"] <= rows["ci_high"]).all()
+    detail = pd.read_csv(tmp_path / "results" / "evals" / "demo_parts" / "tiny_a" / "part_discovery_keypoints.csv")
+    for k in (4, 8):
+        nmi, ari = D.nmi_ari(detail.loc[detail["k"] == k, "keypoint"], detail.loc[detail["k"] == k, "cluster"])
+        assert nmi == pytest.approx(rows.loc[rows["metric"] == f"NMI@{k}", "value"].item(), abs=1e-6)
+        assert ari == pytest.approx(rows.loc[rows["metric"] == f"ARI@{k}", "value"].item(), abs=1e-6)
+    assert (tmp_path / "results" / "figures" / "demo_parts" / "part_discovery.png").stat().st_size > 1000
+    md = (tmp_path / "results" / "table.md").read_text()
+    assert "## Part discovery" in md and "keypoint_error@4 ↓" in md and "lower is better" in md
