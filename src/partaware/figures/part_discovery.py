@@ -60,17 +60,18 @@ def draw_from_stores(cfg: dict, stores: dict, out: Path | str, n_images: int = 6
         paths = np.asarray(test_store.attrs["image_paths"], dtype=object)[test.rows[:n_images]]
         boxes = test_store.read("box")[test.rows[:n_images]]
         drawn[model] = (keys, paths, boxes, colour_of[found.test.maps[k]], test.grid)
-    n_labels = max(1, len(next(iter(stores.values()))[1].attrs["part_names"]))
-    colours = palette(n_labels + k)
-    figure(drawn, colours, k, out, dpi)
+    names = list(next(iter(stores.values()))[1].attrs["part_names"])
+    colours = palette(len(names) + k)
+    figure(drawn, colours, names, k, out, dpi)
     return list(next(iter(drawn.values()))[0]) if drawn else []
 
 
-def figure(drawn: dict, colours: np.ndarray, k: int, out, dpi: int) -> None:
+def figure(drawn: dict, colours: np.ndarray, names: list[str], k: int, out, dpi: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     cols = max(len(v[0]) for v in drawn.values())
     fig, axes = plt.subplots(len(drawn), max(cols, 1), squeeze=False, figsize=(PANEL * max(cols, 1), PANEL * len(drawn)))
@@ -88,5 +89,8 @@ def figure(drawn: dict, colours: np.ndarray, k: int, out, dpi: int) -> None:
             ax.imshow(colours[maps[j].reshape(grid)], extent=(0, 1, 1, 0), alpha=0.55, interpolation="nearest")
             ax.set_title(f"{model} · {keys[j]}" if j == 0 else str(keys[j]), fontsize=7)
     fig.suptitle(f"part discovery, K = {k}: clusters coloured by their matched keypoint", fontsize=8)
-    fig.tight_layout()
+    handles = [Patch(color=colours[i], label=n) for i, n in enumerate(names)]
+    fig.legend(handles=handles + [Patch(color=colours[-1], label="no keypoint")],
+               loc="lower center", ncol=min(8, len(handles) + 1), fontsize=6, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     save_figure(fig, out, dpi)

@@ -165,6 +165,9 @@ class PartDiscovery(Task):
         if len(cluster) and len(np.unique(cluster)) == 1:
             notes.append("every test keypoint falls in one cluster (the tokens do not separate): NMI and ARI are 0")
         note = "; ".join(notes)
+        if len(train.rows) < 10 * 3 * k:
+            note += (f"; keypoint regression fitted on {len(train.rows)} train images for {3 * k} inputs (under 10 "
+                     "per input): keypoint_error is unreliable")
         base = dict(protocol=self.protocol, seed=pc["seed"], skipped=skipped, notes=note)
         out = attach([result_row(ctx, self.name, feature, f"NMI@{k}", nmi, len(cluster), **base),
                       result_row(ctx, self.name, feature, f"ARI@{k}", ari, len(cluster), **base)],
