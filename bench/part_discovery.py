@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import subprocess
+import sys
 import os
 import resource
 import tempfile
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--nredo", type=int, default=3)
     p.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write-store", nargs=3, metavar=("PATH", "N", "SEED"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -59,6 +61,10 @@ def write_store(path: Path, n: int, grid: int, dim: int, seed: int, chunk: int =
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.write_store:
+        path, n, seed = args.write_store
+        write_store(Path(path), int(n), args.grid, args.dim, int(seed))
+        return {}
     from partaware.evals import part_discovery as D
     from partaware.store import open_store
     from partaware.tasks.discovery_stream import Split, assign_split
@@ -66,11 +72,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         paths = [Path(tmp) / "train_crop.zarr", Path(tmp) / "test_crop.zarr"]
         for i, (path, n) in enumerate(zip(paths, (args.train, args.test))):
-            child = multiprocessing.get_context("spawn").Process(
-                target=write_store, args=(path, n, args.grid, args.dim, args.seed + i))
-            child.start()
-            child.join()
-            if child.exitcode:
+            child = subprocess.run([sys.executable, __file__, "--grid", str(args.grid), "--dim", str(args.dim),
+                                    "--write-store", str(path), str(n), str(args.seed + i)])
+            if child.returncode:
                 raise SystemExit(f"writing {path} failed")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         gpu = D.faiss_gpus() > 0
@@ -82,7 +86,7 @@ def main(argv=None) -> dict:
         for k in args.k:
             t = time.perf_counter()
             centroids[k] = D.kmeans(sample, k, niter=args.niter, nredo=args.nredo, seed=args.seed, gpu=gpu)
-            kmeans_s[k] = round(time.perf_counter() - t, 2)
+            kmeans_s[str(k)] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         tr, te = assign_split(train, centroids), assign_split(test, centroids)
         t_assign = time.perf_counter() - t

@@ -238,3 +238,14 @@ def test_demo_workflow_gives_rows_figure_and_section(tmp_path):
     assert (tmp_path / "results" / "figures" / "demo_parts" / "part_discovery.png").stat().st_size > 1000
     md = (tmp_path / "results" / "table.md").read_text()
     assert "## Part discovery" in md and "keypoint_error@4 ↓" in md and "lower is better" in md
+
+
+def test_bench_prints_one_json_line(tmp_path, capsys):
+    from workflow_runner import bench_module
+
+    out = bench_module("part_discovery").main(["--train", "12", "--test", "10", "--grid", "3", "--dim", "8",
+                                               "--k", "2", "3", "--max-tokens", "50", "--niter", "3", "--nredo", "1",
+                                               "--workdir", str(tmp_path)])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == out and line["tokens_sampled"] == 50 and set(line["kmeans_s"]) == {"2", "3"}
+    assert line["peak_rss_mb"] > 0 and line["task_s"] >= line["assign_s"]
