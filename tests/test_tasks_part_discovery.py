@@ -249,3 +249,16 @@ def test_bench_prints_one_json_line(tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == out and line["tokens_sampled"] == 50 and set(line["kmeans_s"]) == {"2", "3"}
     assert line["peak_rss_mb"] > 0 and line["task_s"] >= line["assign_s"]
+
+
+def test_k_above_a_demos_train_tokens_refuses_at_config_time():
+    from partaware import config as C
+
+    raw = {"datasets": {"birds": {"kind": "cub", "demo": {"n_images": 4, "seed": 0}, "size": 32,
+                                  "tasks": ["part_discovery"]}},
+           "models": {"m": {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 1}},
+           "part_discovery": {"k": [4, 16], "figure_k": 4, "size": 32}}
+    with pytest.raises(ConfigError, match=r"part_discovery.k: K 16 is more than the 8 train tokens of datasets.birds"):
+        C.validate(raw)
+    raw["part_discovery"]["k"] = [4, 8]
+    C.validate(raw)

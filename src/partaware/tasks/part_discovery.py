@@ -11,6 +11,7 @@ the clusters' centroids. Intervals: a bootstrap over test images. Math: `evals.p
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -117,6 +118,7 @@ class PartDiscovery(Task):
         if pc["figure_k"] not in pc["k"]:
             raise ConfigError(f"config key part_discovery.figure_k: {pc['figure_k']} is not one of part_discovery.k "
                               f"{pc['k']}; pick one of them")
+        _check_demo_tokens(where, ds, cfg)
         if not faiss_installed():
             raise ConfigError(f"config key {where}.tasks: part_discovery needs faiss (k-means), which is not "
                               "installed; install it: pip install faiss-cpu (or pip install '.[cpu]'; a CUDA "
@@ -202,6 +204,27 @@ def discover(train: Split, test: Split, pc: dict, gpu: bool = False, keep: int =
                  for k in pc["k"]}
     log.info("k-means on %d train tokens (D %d), K %s", len(sample), train.dim, pc["k"])
     return Found(len(sample), centroids, assign_split(train, centroids), assign_split(test, centroids, keep))
+
+
+def _check_demo_tokens(where: str, ds: dict, cfg: dict) -> None:
+    """Where the train tokens are known from the config (a generated demo: every other image is a
+    train image; a timm `patch<p>` architecture), K above them refuses now, not in the evaluate job."""
+    from ..config import ConfigError
+
+    if "demo" not in ds:
+        return
+    pc = cfg["part_discovery"]
+    n = ds["demo"].get("n_images", 60)
+    n = min(n, ds.get("max_images") or n)
+    for name, model in (cfg.get("models") or {}).items():
+        patch = re.search(r"patch(\d+)", str(model.get("arch", "")))
+        if not patch:
+            continue
+        tokens = min(pc["max_tokens"], (n + 1) // 2 * (pc["size"] // int(patch.group(1))) ** 2)
+        if max(pc["k"]) > tokens:
+            raise ConfigError(f"config key part_discovery.k: K {max(pc['k'])} is more than the {tokens} train tokens "
+                              f"of {where} for model {name} ({(n + 1) // 2} train images at part_discovery.size "
+                              f"{pc['size']}); lower K, raise the size or generate more images")
 
 
 def use_gpu(cfg: dict) -> bool:
