@@ -262,3 +262,11 @@ def test_k_above_a_demos_train_tokens_refuses_at_config_time():
         C.validate(raw)
     raw["part_discovery"]["k"] = [4, 8]
     C.validate(raw)
+
+
+def test_figure_colours_follow_the_keypoint_each_cluster_holds_most():
+    from partaware.figures.part_discovery import match_colours
+
+    marks = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    clusters = np.array([2, 2, 1, 0, 0, 3, 3, 1])  # cluster 2 holds label 0, 0 -> 1, 3 -> 2, 1: spare
+    assert match_colours(marks, clusters, 4, 3).tolist() == [1, 3, 0, 2]
