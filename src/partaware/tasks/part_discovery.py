@@ -21,7 +21,6 @@ from ..evals.bootstrap import ImageSums
 from ..extraction.crop_images import store_name
 from ..extraction.dense_images import FINAL, block_array
 from ..intervals import attach, settings as stats_settings
-from ..kinds.box_crops import CROP_ROLE
 from ..results import result_row
 from . import register
 from .base import Task
@@ -87,7 +86,7 @@ class PartDiscovery(Task):
         },
     }
 
-    role = CROP_ROLE  # kinds with object boxes and keypoints (`kinds/box_crops.py`: cub)
+    role = "crop_dense"  # offered by kinds with object boxes and keypoints (`kinds/box_crops.py`: cub)
     metrics = _Metrics()
     headline = {"NMI@8": ("part discovery NMI@8", "{feature}")}
     detail = "keypoints"
