@@ -21,6 +21,7 @@ from ..evals.bootstrap import ImageSums
 from ..extraction.crop_images import store_name
 from ..extraction.dense_images import FINAL, block_array
 from ..intervals import attach, settings as stats_settings
+from ..progress import note_work
 from ..results import result_row
 from . import register
 from .base import Task
@@ -147,6 +148,8 @@ class PartDiscovery(Task):
                 detail["keypoint"] += [names[m] for m in mark]
                 detail["cluster"] += cluster.tolist()
                 rows += self._rows(ctx, feature, k, found, train, test, pc, stats)
+                log.info("%s K %d: %s", feature, k, ", ".join(f"{r['metric']} {r['value']:.1f}" for r in rows[-3:]))
+        note_work(len(test.rows), "test images", rows[-1]["skipped"] if rows else 0)
         return rows, detail
 
     def _rows(self, ctx, feature, k, found, train, test, pc, stats) -> list[dict]:
