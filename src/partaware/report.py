@@ -10,6 +10,7 @@ import pandas as pd
 from .atomic import write_text
 from .blocks import is_block_feature
 from .paper import attach_paper
+from .report_discovery import part_discovery_section
 from .report_sections import (_cell, _column, _difference, _span, contrast_section, correspondence_section,  # noqa: F401
                               pairwise_section)
 from .results import COLUMNS
@@ -148,7 +149,7 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               "are in table.csv and figures/depth.png.\n\n")
     final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
     write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
-               + correspondence_section(table, inputs) + pairwise_section(inputs))
+               + correspondence_section(table, inputs) + part_discovery_section(table) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     warn_thin(final, settings)
     return table
