@@ -10,7 +10,7 @@ import pytest
 from partaware import config as C
 from partaware.data.pairs import cub_pairs, draw_messages
 from partaware.na_legend import na_legend
-from partaware.report import _most_confused
+from partaware.report_sections import _most_confused
 from partaware.tasks.pair_accounting import mark_thin_parts, pair_coverage
 from test_tasks_correspondence import setup  # noqa: F401  (a fixture: three images, c skipped)
 

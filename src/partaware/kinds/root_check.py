@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
+
 
 def check_root(where: str, ds: dict, needed: list[str], fix: str) -> None:
     """Raise a ConfigError naming `<where>.root`, the first of `needed` (paths under the root)
@@ -14,6 +16,4 @@ def check_root(where: str, ds: dict, needed: list[str], fix: str) -> None:
         return
     missing = [p for p in needed if not Path(p).exists()]
     if missing:
-        from ..config import ConfigError
-
         raise ConfigError(f"config key {where}.root: {root} holds no {Path(missing[0]).relative_to(root)}; {fix}")

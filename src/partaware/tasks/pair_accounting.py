@@ -43,14 +43,3 @@ def mark_thin_parts(per_part: list[dict], min_chances: int) -> list[dict]:
         out.append({**r, "thin": f"{', '.join(why)} (< correspondence.min_chances {min_chances})" if why else ""})
     return out
 
-
-def confusable(parts: pd.DataFrame, default_min: int = 10) -> pd.DataFrame:
-    """The per-part rows fit for "most confused": confusion above zero, not marked thin (files
-    written before the `thin` column: at least `default_min` visible counterparts)."""
-    confusion = pd.to_numeric(parts["left_right_confusion"], errors="coerce")
-    n_mirror = pd.to_numeric(parts["n_mirror"], errors="coerce")
-    if "thin" in parts:
-        enough = parts["thin"].fillna("").astype(str).str.contains("confusion on") == False  # noqa: E712
-    else:
-        enough = n_mirror >= default_min
-    return parts[(confusion > 0) & (n_mirror > 0) & enough]
