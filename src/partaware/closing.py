@@ -8,8 +8,9 @@ import re
 
 from .progress import note_work
 
+# what a task's `n` counts (README: `n`); other tasks: samples
 UNITS = {"retrieval": "queries", "knn": "queries", "correspondence": "keypoint transfers",
-         "segmentation": "test images"}  # what a task's `n` counts (README: `n`); others: samples
+         "segmentation": "test images", "part_discovery": "test images"}
 
 
 def note_rows(task: str, rows: list[dict], extra: str = "") -> None:
@@ -18,7 +19,8 @@ def note_rows(task: str, rows: list[dict], extra: str = "") -> None:
     valued = [r for r in rows if not (isinstance(r.get("value"), float) and math.isnan(r["value"]))]
     samples = max((int(r.get("n", 0)) for r in valued), default=0)
     images = max((int(r.get("images", -1)) for r in valued), default=-1)
-    what = f"{samples} {UNITS.get(task.split()[0], 'samples')} scored" + (f", resting on {images} images" if images >= 0 else "")
+    what = f"{samples} {UNITS.get(task.split()[0], 'samples')} scored"
+    what += f", resting on {images} images" if images >= 0 else ""
     pairs = next((m.group(0) for r in rows for m in [re.search(r"\d+ pairs scored", str(r.get("notes", "")))] if m), "")
     what += f" ({pairs})" if pairs else ""
     blank = len(rows) - len(valued)
