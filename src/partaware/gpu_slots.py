@@ -61,7 +61,8 @@ def pool_line(size: int, device: str = "auto", gpus: int | None = None) -> str:
     if gpus == 0:
         return (f"partaware: no GPU visible: extraction and segment jobs run on the CPU, {size} at a time "
                 "(--resources gpu=N changes it)")
-    return f"partaware: at most {size} GPU job(s) at once, each on its own GPU of this machine (--resources gpu=N caps it)"
+    return (f"partaware: at most {size} GPU job(s) at once, each on its own GPU of this machine "
+            "(--resources gpu=N caps it)")
 
 
 def _gpu_count() -> int:
