@@ -290,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")
     s.set_defaults(fn=cmd_inspect)
     from .cli_figures import add_figure_commands
+    from .cli_explore import add_explore_command
 
     add_figure_commands(sub)
+    add_explore_command(sub)
     return p
 
 
