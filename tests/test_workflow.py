@@ -22,6 +22,8 @@ def finished_run(tiny_run):
 def test_figures_are_drawn(finished_run):
     for name in ("demo_parts/retrieval_grid.png", "demo_seg/feature_maps.png", "summary.png", "contrast.png"):
         assert (finished_run / "results" / "figures" / name).stat().st_size > 1000
+    # the explorer page of the one dataset with a dense store (demo_parts has no correspondence task here)
+    assert sorted(p.name for p in (finished_run / "results" / "explore").iterdir()) == ["demo_seg.html"]
 
 
 @pytest.mark.slow
@@ -66,9 +68,9 @@ def test_added_model_runs_only_its_jobs(finished_run):
     added["models"]["tiny_b"] = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 2}
     jobs = planned_jobs(finished_run, added)
     # 3 part splits + 2 segmentation splits; 5 part tasks + cached segmentation; the paper
-    # protocol's segmentation; the table; the figures that show every model
+    # protocol's segmentation; the table; the figures and the explorer page that show every model
     assert jobs == {"extract": 5, "evaluate": 6, "segment": 1, "table": 1, "summary_plot": 1,
-                    "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1}
+                    "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1, "explore": 1}
 
 
 @pytest.mark.slow

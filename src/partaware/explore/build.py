@@ -39,7 +39,7 @@ def image_paths(cfg: dict, src: Sources, results: Path) -> tuple[dict[str, Path]
 def build(cfg: dict, src: Sources, out: Path, results: Path = Path("results")) -> dict:
     """Write `out`; returns what it holds (images, blocks per encoder, notes, bytes)."""
     ex = cfg["explore"]
-    models = list(cfg["models"])
+    models = sorted(cfg["models"])  # the order of the table's columns (a job spec's JSON keys are sorted)
     ds = cfg["datasets"][src.dataset]
     paths, samples = image_paths(cfg, src, results)
     stores = {m: open_store(src.dense_path(results, m)) for m in models}

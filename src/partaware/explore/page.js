@@ -179,7 +179,8 @@
     }
     var list = el("div", {cls: "queries"});
     P.queries.forEach(function (q, qi) {
-      var b = el("button", {cls: "pq" + (state.partQuery === qi ? " on" : ""), title: q.part + " of " +
+      var b = el("button", {cls: "pq" + (state.partQuery === qi ? " on" : ""), "data-row": String(q.row),
+                            title: q.part + " of " +
                             DATA.images[q.image].key}, [el("img", {src: P.thumbs[q.thumb], alt: q.part}),
                                                           el("span", {text: q.part})]);
       b.addEventListener("click", function () { state.partQuery = qi; renderParts(); });
@@ -198,7 +199,8 @@
       var row = el("div", {cls: "nbrow", "data-model": model.name},
                    [el("div", {cls: "nbname", text: model.name + ": " + same + "/" + nbs.length + " same part"})]);
       nbs.forEach(function (n) {
-        row.appendChild(el("figure", {cls: n[2] ? "same" : "other", title: n[1] + ", cosine " + n[3]},
+        row.appendChild(el("figure", {cls: n[2] ? "same" : "other", title: n[1] + ", cosine " + n[3],
+                                      "data-row": String(n[4])},
                            [el("img", {src: P.thumbs[n[0]], alt: n[1]}), el("figcaption", {text: n[1]})]));
       });
       rows.appendChild(row);

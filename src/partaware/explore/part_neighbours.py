@@ -66,9 +66,13 @@ def neighbours(stores: dict[str, Path], shown_paths: list[Path], sizes: list[tup
     thumbs, thumb_of = [], {}
     needed = set(queries) | {int(r) for _, rows, _ in found.values() for r in rows.ravel() if r >= 0}
     for path, group in by_row.loc[sorted(needed)].groupby("image", sort=False):
-        image = load_rgb(path)
+        try:
+            image = load_rgb(path)
+        except DataError:  # unreadable since extraction: a grey patch, as the retrieval grid draws it
+            image = None
         for row, rec in group.iterrows():
-            patch = crop_patch(image, rec["box"]).resize((THUMB, THUMB), Image.Resampling.BICUBIC)
+            patch = (Image.new("RGB", (THUMB, THUMB), (160, 160, 160)) if image is None else
+                     crop_patch(image, rec["box"]).resize((THUMB, THUMB), Image.Resampling.BICUBIC))
             thumb_of[int(row)] = len(thumbs)
             thumbs.append(data_uri(patch, "JPEG"))
     out = []
@@ -79,7 +83,7 @@ def neighbours(stores: dict[str, Path], shown_paths: list[Path], sizes: list[tup
         x0, y0, x1, y1 = rec["box"]
         nbs = {}
         for model, (scores, rows, same) in found.items():
-            nbs[model] = [[thumb_of[int(r)], str(by_row.loc[int(r), "part"]), bool(s), round(float(c), 4)]
+            nbs[model] = [[thumb_of[int(r)], str(by_row.loc[int(r), "part"]), bool(s), round(float(c), 4), int(r)]
                           for r, s, c in zip(rows[qi], same[qi], scores[qi]) if r >= 0]
         out.append({"row": int(row), "image": image, "part": str(rec["part"]), "thumb": thumb_of[int(row)],
                     "box": [x0 / w, y0 / h, x1 / w, y1 / h], "neighbours": nbs})
