@@ -10,7 +10,8 @@ rule retrieval_grid:
         stores=lambda wc: [store_path(wc.dataset, m, "all") for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/retrieval_grid.png", caption="../workflow/report/retrieval_grid.rst",
-               category="Figures", subcategory="{dataset}", labels={"figure": "retrieval grid", "dataset": "{dataset}"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "retrieval grid", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: figure_spec(wc.dataset, GRID_KEYS),
         models=" ".join(CFG["models"]),
@@ -79,7 +80,8 @@ rule correspondence_figure:
         stores=lambda wc: [dense_store(wc.dataset, m) for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/correspondence.png", caption="../workflow/report/correspondence.rst",
-               category="Figures", subcategory="{dataset}", labels={"figure": "correspondence", "dataset": "{dataset}"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "correspondence", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: spec(dataset=wc.dataset, sections=("correspondence",)),
         models=" ".join(CFG["models"]),
@@ -100,7 +102,8 @@ rule feature_maps:
         stores=lambda wc: [store_path(wc.dataset, m, figure_split(wc.dataset)) for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/feature_maps.png", caption="../workflow/report/feature_maps.rst",
-               category="Figures", subcategory="{dataset}", labels={"figure": "feature maps", "dataset": "{dataset}"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "feature maps", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: figure_spec(wc.dataset, MAPS_KEYS),
         models=" ".join(CFG["models"]),

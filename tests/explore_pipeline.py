@@ -44,7 +44,8 @@ def build_demo_page(workdir: Path, cfg: dict, dataset: str = "demo_parts", after
         for i, model in enumerate(cfg["models"]):
             if i == 1 and after_first_model is not None:
                 after_first_model()
-            for split, index in ((src.dense, index_dir / "pairs.parquet"), (src.parts, index_dir / f"{src.parts}.parquet")):
+            for split, index in ((src.dense, index_dir / "pairs.parquet"),
+                                 (src.parts, index_dir / f"{src.parts}.parquet")):
                 run("extract", "--spec", spec(specs.extract_spec(cfg, dataset, model, split)), "--threads", 1,
                     "--dataset", dataset, "--model", model, "--split", split, "--shard", 0, "--index", index,
                     "--out", f"results/features/{dataset}/{model}/{split}.zarr")

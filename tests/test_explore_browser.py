@@ -81,7 +81,8 @@ def _click(driver, element, fx: float, fy: float):
     from selenium.webdriver.common.action_chains import ActionChains
 
     w, h = element.rect["width"], element.rect["height"]
-    ActionChains(driver).move_to_element_with_offset(element, round((fx - 0.5) * w), round((fy - 0.5) * h)).click().perform()
+    dx, dy = round((fx - 0.5) * w), round((fy - 0.5) * h)  # offsets from the element's centre
+    ActionChains(driver).move_to_element_with_offset(element, dx, dy).click().perform()
 
 
 def _store_tokens(workdir: Path, model: str, array: str, keys: list[str]) -> np.ndarray:
