@@ -259,9 +259,11 @@ def explore_inputs(wildcards):
 
 
 def explore_spec(dataset):
-    """The dataset's spec with every model, `explore` and `correspondence` (a change rebuilds the page)."""
+    """The dataset's spec with every model, `explore`, `correspondence` and the segmentation
+    protocols (whether its maps are cached): a change rebuilds the page."""
     out = json.loads(spec(dataset=dataset, sections=("explore", "correspondence")))
     out["models"] = dict(CFG["models"])
+    out["segmentation"] = {"protocol": CFG["segmentation"]["protocol"]}
     return json.dumps(out, sort_keys=True)
 
 
