@@ -11,7 +11,7 @@ import numpy as np
 from ..store import open_store
 from . import export as E
 from . import part_neighbours
-from .images import Shown, data_uri, pca_tiles, pick, view
+from .images import data_uri, pca_tiles, pick, view
 from .page import write_page
 from .plan import Sources
 
@@ -91,5 +91,3 @@ def _block(store, array: str, rows: list[int]) -> E.Block:
     _, d, h, w = maps.shape
     return E.Block(array, h, w, d, E.to_f16_tokens(maps))
 
-
-__all__ = ["build", "image_paths", "Shown"]
