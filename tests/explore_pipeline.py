@@ -3,6 +3,7 @@ commands and specs the workflow's rules give, without Snakemake's per-job start-
 demo dataset, its part index and pair table, extract every model's stores, write the page."""
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -54,3 +55,10 @@ def build_demo_page(workdir: Path, cfg: dict, dataset: str = "demo_parts", after
         return workdir / out
     finally:
         os.chdir(here)
+
+
+def page_payload(page: Path) -> dict:
+    """The data a written explorer page carries (its inline JSON), as Python sees it."""
+    text = Path(page).read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="explore-data">(.*?)</script>', text, re.S).group(1)
+    return json.loads(data.replace("<\\/", "</"))
