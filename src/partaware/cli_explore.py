@@ -21,6 +21,8 @@ def _config(args) -> dict:
 
 
 def cmd_explore(args):
+    # here, not at the top: every `partaware` command builds the parser, and only this one needs
+    # the page builder (pandas, Pillow, the figures it reuses)
     from .explore.build import build
     from .explore.plan import page_path, planned, require
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kinds
+from ..data.pairs import image_table, read_pairs
 from ..store import open_store
 from . import export as E
 from . import part_neighbours
@@ -26,12 +28,8 @@ def image_paths(cfg: dict, src: Sources, results: Path) -> tuple[dict[str, Path]
     """key -> image file of every image the dense store may hold (and the kind's samples, segmentation)."""
     ds = cfg["datasets"][src.dataset]
     if src.kind == "pairs":
-        from ..data.pairs import image_table, read_pairs
-
         table = image_table(read_pairs(results / "index" / src.dataset / "pairs.parquet"))
         return dict(zip(table["key"].astype(str), map(Path, table["path"]))), None
-    from .. import kinds
-
     samples = kinds.of(ds).samples(ds, src.dense)
     return {str(s["id"]): Path(s["img"]) for s in samples}, samples
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..extraction.dense_names import FINAL
+
 _BLOCK = re.compile(r"^(?:dense|layers)/(\d+)$")
-FINAL = "dense_final"
 
 
 def block_arrays(names: list[str]) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as C
-from ..extraction.dense_images import store_name as dense_store_name
+from ..api import store_path
+from ..extraction.dense_names import store_name as dense_store_name
 
 PAGE_DIR = Path("results") / "explore"
 
@@ -27,13 +28,9 @@ class Sources:
     parts: str | None
 
     def dense_path(self, results: str | Path, model: str) -> Path:
-        from ..api import store_path
-
         return store_path(results, self.dataset, model, self.dense)
 
     def parts_path(self, results: str | Path, model: str) -> Path | None:
-        from ..api import store_path
-
         return None if self.parts is None else store_path(results, self.dataset, model, self.parts)
 
 
