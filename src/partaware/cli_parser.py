@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from . import tasks
+from .cli_explore import add_explore_command
 from .cli_figures import add_figure_commands
 
 DESCRIPTION = "`partaware`: the one command-line entry point, for the Snakemake rules and for people."
@@ -96,6 +97,7 @@ def build_parser_for(commands) -> argparse.ArgumentParser:
     s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")
     s.set_defaults(fn=commands.cmd_inspect)
     add_figure_commands(sub)
+    add_explore_command(sub)
     return p
 
 
