@@ -66,7 +66,14 @@ def test_pairs_extract_evaluate_through_the_cli(spair, tmp_path):
     _run(["evaluate", "--spec", json.dumps(specs.task_spec(cfg, "sp", "tiny", "correspondence")),
           "--task", "correspondence", "--dataset", "sp", "--model", "tiny", "--out", str(out), str(store)], work)
     rows = pd.read_csv(out)
-    assert set(rows["metric"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "left_right_confusion"}
+    main = rows[~rows["metric"].str.contains(r"\[| per ", regex=True)]
+    assert set(main["metric"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "left_right_confusion"}
+    # the reporting splits (pair_details.parquet beside the pairs): buckets present in the real files, geo subset
+    splits = set(rows["metric"]) - set(main["metric"])
+    assert {"PCK@0.1 per pair", "PCK@0.1 [viewpoint_variation=0]", "PCK@0.1 [viewpoint_variation=1]",
+            "PCK@0.1 [truncation=2] per point", "PCK@0.1 [geo-aware]", "left_right_confusion [geo-aware]"} <= splits
+    geo = rows[rows["metric"] == "PCK@0.1 [geo-aware] per point"].iloc[0]
+    assert geo["n"] == 6 and "geometry-aware: 2 of 3 pairs, 6 of 16 keypoints" in geo["notes"]
     pck = rows[rows["metric"] == "PCK@0.1"].iloc[0]
     assert pck["n"] == int(pairs["visible"].sum()) and 0 <= pck["value"] <= 100
     per_part = pd.read_csv(out.with_name("correspondence_per_part.csv"))
