@@ -11,6 +11,7 @@ import pandas as pd
 from .atomic import write_text
 from .blocks import is_block_feature
 from .paper import attach_paper
+from .report_splits import is_split_metric, splits_section
 from .results import COLUMNS
 
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
@@ -207,6 +208,7 @@ def correspondence_section(table: pd.DataFrame, inputs: list[Path]) -> str:
     feature, each encoder's PCK@alpha and left/right confusion with their intervals over pairs,
     and the parts it confuses most (from `correspondence_per_part.csv`). Empty without such rows."""
     rows = table[table["task"] == "correspondence"] if "task" in table else table.iloc[:0]
+    rows = rows[~rows["metric"].map(is_split_metric)]  # their own section (`report_splits`)
     if rows.empty:
         return ""
     parts = _per_part(inputs)
@@ -303,9 +305,11 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               f"followed by `(n=.., ..)` rests on too little: under {100 * settings['min_share']:g} % of its "
               f"images, or under {settings['min_per_class']} samples in a class (config `report`). Per-block rows (`block k mean`, `block k cls`) "
               "are in table.csv and figures/depth.png.\n\n")
-    final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
+    final = table[~table["feature"].astype(str).map(is_block_feature) & ~table["metric"].map(is_split_metric)] \
+        if len(table) else table
+    split_cell = lambda v, lo, hi: _cell(v, float("nan"), 1, float("nan"), lo, hi)  # noqa: E731
     write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
-               + correspondence_section(table, inputs) + pairwise_section(inputs))
+               + correspondence_section(table, inputs) + splits_section(table, split_cell) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     warn_thin(final, settings)
     return table
