@@ -92,8 +92,8 @@ def generate_partimagenet(out, splits=("train", "val"), per_split: int = 4, size
             part[y1 - 1, x0:x1] = 255                                     # an ignored seam
             whole = np.where(part == PART_CLASSES - 1, OBJECT_CLASSES - 1, sup).astype(np.uint8)
             whole[part == 255] = 255
-            img = np.where((part == PART_CLASSES - 1)[..., None], 200, 60 + 4 * part[..., None]).astype(np.uint8)
-            img = np.clip(img + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+            shade = np.where(part == PART_CLASSES - 1, 200, 60 + 2 * (part % 64)).astype(np.int64)
+            img = np.clip(shade[..., None] + rng.integers(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(out / "images" / split / f"{stem}.JPEG", format="JPEG", quality=95)
             Image.fromarray(part).save(out / "annotations" / split / f"{stem}.png")
             Image.fromarray(whole).save(out / "annotations" / f"{split}_whole" / f"{stem}.png")
