@@ -8,6 +8,8 @@ import re
 
 import pandas as pd
 
+_ORDER = ["per pair", "viewpoint_variation", "scale_variation", "truncation", "occlusion", "geo-aware", "SOC", "CC",
+          "cross-SOC", "cross-CC"]
 _SPLIT = re.compile(r"^(?P<base>\S+)( \[(?P<subset>[^\]]+)\])?(?P<rest>( per (pair|point))?)$")
 
 
@@ -25,7 +27,16 @@ def _shown(metrics: list[str], alpha: str) -> list[str]:
             continue
         if found["base"] in (alpha, "left_right_confusion"):
             keep.append(m)
-    return keep
+    return sorted(keep, key=_order)
+
+
+def _order(metric: str) -> tuple:
+    """Columns: all pairs, the buckets by field then value, the subsets, the confusion last."""
+    found = _SPLIT.match(metric)
+    subset = found["subset"] or "per pair"
+    field, _, value = subset.partition("=")
+    rank = _ORDER.index(field) if field in _ORDER else len(_ORDER)
+    return (found["base"] == "left_right_confusion", rank, int(value) if value.isdigit() else 0, subset)
 
 
 def splits_section(table: pd.DataFrame, cell) -> str:
