@@ -12,11 +12,13 @@ from PIL import Image
 from workflow_runner import BIN
 
 from partaware import config as C
+from partaware import tasks
 from partaware.data.errors import DataError
 from partaware.data.soco import soco_details, soco_pairs
 from partaware.tasks.correspondence_splits import split_rows
 
 MODEL = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 1, "timm_kwargs": {"depth": 2}}
+TASK = tasks.get("correspondence")
 CTX = {"dataset": "so", "model": "m", "group": "", "weights": "random"}
 
 
@@ -90,19 +92,19 @@ def test_cc_soc_and_cross_soc_by_hand(soco):
     # every prediction lands at (59, 40): 1 px from the front-right wheel, 39 px from the front-left one;
     # threshold 0.1 x 100 = 10 px (strict <)
     predict = lambda s, t, xy: np.tile([59.0, 40.0], (len(xy), 1))  # noqa: E731
-    rows = {r["metric"]: r for r in split_rows(CTX, "correspondence", "dense final", None, details, {}, {},
+    rows = {r["metric"]: r for r in split_rows(CTX, TASK, "dense final", None, details, {}, {},
                                                predict, pairs)}
     # SOC: every exact match missed; CC: each wheel reaches a wheel of the target
     assert rows["PCK@0.1 [SOC]"]["value"] == 0 and rows["PCK@0.1 [cross-SOC]"]["value"] == 0
     assert rows["PCK@0.1 [CC]"]["value"] == pytest.approx(100) and rows["PCK@0.1 [cross-CC]"]["value"] == 100
     # exactly on the front-left wheel: SOC hits; per pair, then per group (bus 1/1, car (1 + 1) / 2)
     predict = lambda s, t, xy: np.tile([20.0, 40.0], (len(xy), 1))  # noqa: E731
-    rows = {r["metric"]: r for r in split_rows(CTX, "correspondence", "f", None, details, {}, {}, predict, pairs)}
+    rows = {r["metric"]: r for r in split_rows(CTX, TASK, "f", None, details, {}, {}, predict, pairs)}
     assert rows["PCK@0.1 [SOC]"]["value"] == pytest.approx(100)
     assert "strict" in rows["PCK@0.1 [SOC]"]["notes"] and "per pair_group" in rows["PCK@0.1 [SOC]"]["notes"]
     # a target 10 px away is not within 10 px (strict <)
     predict = lambda s, t, xy: np.tile([30.0, 40.0], (len(xy), 1))  # noqa: E731
-    rows = {r["metric"]: r for r in split_rows(CTX, "correspondence", "f", None, details, {}, {}, predict, pairs)}
+    rows = {r["metric"]: r for r in split_rows(CTX, TASK, "f", None, details, {}, {}, predict, pairs)}
     assert rows["PCK@0.1 [SOC]"]["value"] == 0
 
 
@@ -122,7 +124,7 @@ def test_category_averaging_weights_groups_equally(soco):
         assert (s, t) == tuple(keys.loc[predict.pair, ["src_image", "trg_image"]])
         return predict(s, t, xy)
 
-    rows = {r["metric"]: r for r in split_rows(CTX, "correspondence", "f", None, details, {}, {}, tracking, pairs)}
+    rows = {r["metric"]: r for r in split_rows(CTX, TASK, "f", None, details, {}, {}, tracking, pairs)}
     # SOC per group: bus 0 / 1 pair, car (1 + 0) / 2 -> mean over groups (0 + 0.5) / 2
     assert rows["PCK@0.1 [SOC]"]["value"] == pytest.approx(25)
 

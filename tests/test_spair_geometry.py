@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from partaware import tasks
 from partaware.data.errors import DataError
 from partaware.data.spair import spair_pairs
 from partaware.data.spair_geometry import GEO_GROUPS, SIDES, geo_aware, spair_details
@@ -18,6 +19,7 @@ from partaware.tasks.correspondence_splits import split_rows
 from workflow_runner import REPO
 
 MIRROR = yaml.safe_load((REPO / "configs" / "modern.yaml").read_text())["datasets"]["spair"]["mirror"]
+TASK = tasks.get("correspondence")
 CTX = {"dataset": "sp", "model": "m", "group": "", "weights": "random"}
 CC = {"size": 224, "refine": "none", "confusion_alpha": 0.1}
 STATS = {"bootstrap": 20, "level": 0.95, "seed": 0}
@@ -100,7 +102,7 @@ def _transfers():
 
 def test_bucket_and_subset_rows_by_hand():
     res, details = _transfers()
-    rows = {r["metric"]: r for r in split_rows(CTX, "correspondence", "dense final", res, details, CC, STATS,
+    rows = {r["metric"]: r for r in split_rows(CTX, TASK, "dense final", res, details, CC, STATS,
                                                None, None)}
     assert rows["PCK@0.05 [viewpoint_variation=0]"]["value"] == pytest.approx(100 / 3)
     assert rows["PCK@0.1 [viewpoint_variation=0]"]["value"] == pytest.approx(100)
@@ -119,10 +121,10 @@ def test_bucket_and_subset_rows_by_hand():
     assert "pooled" in rows["PCK@0.1 [occlusion=3] per point"]["notes"]
     assert all(r["ci_low"] <= r["value"] + 1e-9 <= r["ci_high"] + 2e-9 for r in rows.values()
                if np.isfinite(r["ci_low"]))
-    assert split_rows(CTX, "correspondence", "dense final", res, None, CC, STATS, None, None) == []
+    assert split_rows(CTX, TASK, "dense final", res, None, CC, STATS, None, None) == []
 
 
 def test_details_of_another_pair_table_are_refused():
     res, details = _transfers()
     with pytest.raises(KeyError, match="another pair table"):
-        split_rows(CTX, "correspondence", "f", res, details.iloc[:3], CC, STATS, None, None)
+        split_rows(CTX, TASK, "f", res, details.iloc[:3], CC, STATS, None, None)

@@ -121,10 +121,13 @@ def soco_details(root: str | os.PathLike, pairs: pd.DataFrame, pair_types=("intr
     root = Path(root).expanduser().absolute()
     files = pair_files(root, pair_types, max_per_group)
     rows = []
-    for pid, part in pairs[["pair", "part"]].itertuples(index=False):
+    for pid, part, src in pairs[["pair", "part", "src_image"]].itertuples(index=False):
         if not rows or rows[-1][0] != pid:
             pair_type, path = files[int(pid)]
             p = _parse(path)
+            if src != f"{p['cats'][0]}/{p['ann']['src_image']}":
+                raise DataError(f"{path}: pair {pid} of the pair table names source {src}, not this file's: the pair "
+                                "table was built from other files; rerun the pair_table job")
         exact = part in p["exact"]
         ex, ey = p["kps"]["trg"][part] if exact else (0.0, 0.0)
         sx, sy = p["kps"]["src"][part]

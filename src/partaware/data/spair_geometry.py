@@ -110,6 +110,11 @@ def spair_details(root, split: str, pairs: pd.DataFrame) -> pd.DataFrame:
         path = files[int(pid)]
         ann = json.loads(path.read_text(encoding="utf-8"))
         cat = ann["category"]
+        first = rows_of_pair.iloc[0]
+        if (first["src_image"], first["trg_image"]) != (f"{cat}/{ann['src_imname']}", f"{cat}/{ann['trg_imname']}"):
+            raise DataError(f"{path}: pair {pid} of the pair table names {first['src_image']} -> {first['trg_image']}, "
+                            "not this file's images: the pair table was built from other files; rerun the pair_table "
+                            "job (delete results/index/<dataset>/pairs.parquet)")
         trg_ann = root / "ImageAnnotation" / cat / (Path(ann["trg_imname"]).stem + ".json")
         if trg_ann not in visible:
             try:

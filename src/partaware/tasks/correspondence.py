@@ -188,7 +188,7 @@ class Correspondence(Task):
             rows += self._rows(ctx, feature_name(block), res, cc, skipped, stats)
             predict = lambda s, t, xy, m=maps: C.transfer(m[s], m[t], xy, sizes[s], sizes[t],  # noqa: E731
                                                           (size, size), patch, cc["refine"])
-            rows += split_rows(ctx, self.name, feature_name(block), res, details, cc, stats, predict, pairs)
+            rows += split_rows(ctx, self, feature_name(block), res, details, cc, stats, predict, pairs)
             per_part += [{**ctx, "task": self.name, "feature": feature_name(block), "refine": cc["refine"],
                           **{k: 100 * v if k in self.metrics else v for k, v in r.items()}}  # in %, as the table
                          for r in res.per_part()]

@@ -34,8 +34,9 @@ def split_name(metric: str, subset: str, convention: str = PER_PAIR) -> str:
 
 
 def split_rows(ctx, task, feature, res: C.Transfers, details, cc: dict, stats: dict, predict, pairs) -> list[dict]:
-    """The split rows of one feature's transfers `res`; `predict(src key, trg key, (K, 2) xy)`
-    transfers further points (SOCO's concept matches); `pairs`: the pair table."""
+    """The split rows of one feature's transfers `res` for `task` (its `name` and `protocol`);
+    `predict(src key, trg key, (K, 2) xy)` transfers further points (SOCO's concept matches);
+    `pairs`: the pair table."""
     if details is None or details.empty:
         return []
     if "pair_group" in details:
@@ -44,7 +45,7 @@ def split_rows(ctx, task, feature, res: C.Transfers, details, cc: dict, stats: d
 
 
 def _row(ctx, task, feature, metric, value, n, notes, sums=None, ids=None, stats=None):
-    row = result_row(ctx, task, feature, metric, 100 * value, n, protocol="cached", notes=notes)
+    row = result_row(ctx, task.name, feature, metric, 100 * value, n, protocol=task.protocol, notes=notes)
     if sums is None or not len(ids):
         return {**row, "ci_low": float("nan"), "ci_high": float("nan")}
     out = attach([row], ImageSums("accuracy", ids, sums), stats)[0]
