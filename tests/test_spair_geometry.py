@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_runner import REPO
 
 from partaware import tasks
 from partaware.data.errors import DataError
@@ -16,7 +17,6 @@ from partaware.data.spair_geometry import GEO_GROUPS, SIDES, geo_aware, spair_de
 from partaware.evals import correspondence as C
 from partaware.evals.correspondence_splits import category_mean, subset_score
 from partaware.tasks.correspondence_splits import split_rows
-from workflow_runner import REPO
 
 MIRROR = yaml.safe_load((REPO / "configs" / "modern.yaml").read_text())["datasets"]["spair"]["mirror"]
 TASK = tasks.get("correspondence")

@@ -304,7 +304,8 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               "of the dataset's images with a usable sample (the rest were skipped as bad images). A value "
               f"followed by `(n=.., ..)` rests on too little: under {100 * settings['min_share']:g} % of its "
               f"images, or under {settings['min_per_class']} samples in a class (config `report`). Per-block rows (`block k mean`, `block k cls`) "
-              "are in table.csv and figures/depth.png.\n\n")
+              "are in table.csv and figures/depth.png; correspondence rows by difficulty bucket or subset in their "
+              "own section below.\n\n")
     final = table[~table["feature"].astype(str).map(is_block_feature) & ~table["metric"].map(is_split_metric)] \
         if len(table) else table
     split_cell = lambda v, lo, hi: _cell(v, float("nan"), 1, float("nan"), lo, hi)  # noqa: E731
