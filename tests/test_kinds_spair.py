@@ -1,6 +1,7 @@
 """Kind `spair` (kinds/spair.py) and the correspondence wiring of the kinds with keypoint pairs:
-config checks, the pair table, dense-store extraction and evaluation through the CLI on real
-SPair-71k annotation samples, and the workflow's plan for a CUB-kind and an SPair-kind dataset."""
+config checks, a workflow run on real SPair-71k annotation samples (pair table and details, dense
+store, evaluation, table with the rows by difficulty bucket and on the geometry-aware subset), and
+the workflow's plan for a CUB-kind and an SPair-kind dataset."""
 import pandas as pd
 import pytest
 from workflow_runner import planned_jobs, snakemake
