@@ -122,6 +122,8 @@ def test_bucket_and_subset_rows_by_hand():
     assert all(r["ci_low"] <= r["value"] + 1e-9 <= r["ci_high"] + 2e-9 for r in rows.values()
                if np.isfinite(r["ci_low"]))
     assert split_rows(CTX, TASK, "dense final", res, None, CC, STATS, None, None) == []
+    keys_only = details[["pair", "part"]]  # what CUB's pair details hold: no splits
+    assert split_rows(CTX, TASK, "dense final", res, keys_only, CC, STATS, None, None) == []
 
 
 def test_details_of_another_pair_table_are_refused():

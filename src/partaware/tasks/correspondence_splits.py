@@ -41,7 +41,9 @@ def split_rows(ctx, task, feature, res: C.Transfers, details, cc: dict, stats: d
         return []
     if "pair_group" in details:
         return _soco_rows(ctx, task, feature, details, predict, pairs)
-    return _spair_rows(ctx, task, feature, res, details, cc, stats)
+    if GEO in details:
+        return _spair_rows(ctx, task, feature, res, details, cc, stats)
+    return []  # a kind with nothing beyond the keys (CUB)
 
 
 def _row(ctx, task, feature, metric, value, n, notes, sums=None, ids=None, stats=None):
