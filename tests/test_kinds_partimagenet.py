@@ -96,5 +96,6 @@ def test_both_segmentation_protocols_through_the_cli(pin, tmp_path):
     for csv in (out, paper):
         rows = pd.read_csv(csv)
         assert set(rows["label_set"]) == {"part", "object"} and rows["value"].between(0, 100).all()
+        assert rows["notes"].str.contains("40 parts + background (pixel 40, scored", regex=False).all()
         per_class = pd.read_csv(csv.with_name(csv.stem + "_per_class.csv"))
         assert per_class.groupby("label_set")["class"].nunique().to_dict() == {"object": 12, "part": 41}

@@ -34,6 +34,15 @@ class PartImageNet(SegFolder):
                      "oneOf": [{"enum": ["ade20k", "pascal", "lip", "partimagenet"]}] + _PIPELINE["oneOf"][1:]},
     }
 
+    # the choices the release leaves open, for the rows' notes (store attr `label_note` / the segment job)
+    label_note = ("PartImageNet_Seg: part = 40 parts + background (pixel 40, scored as class 40), object = "
+                  "<split>_whole masks with background last; values read +1 so reduce_zero_label keeps background")
+
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard):
+        plan = super().plan(cfg, dataset, split, encoder, device, index_path, shard)
+        plan.attrs = {**plan.attrs, "label_note": self.label_note}
+        return plan
+
     def check(self, where: str, ds: dict, cfg: dict) -> None:
         from ..config import ConfigError
 
