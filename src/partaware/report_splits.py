@@ -56,7 +56,8 @@ def splits_section(table: pd.DataFrame, cell) -> str:
              "target box's longest side; per pair, per pair_group, then over groups).", ""]
     for (dataset, feature), d in rows.groupby(["dataset", "feature"], sort=False):
         metrics = list(dict.fromkeys(d["metric"]))
-        alpha = "PCK@0.1" if any(m.startswith("PCK@0.1 ") for m in metrics) else metrics[0].split(" ", 1)[0]
+        pcks = [m.split(" ", 1)[0] for m in metrics if m.startswith("PCK@")]
+        alpha = "PCK@0.1" if "PCK@0.1" in pcks else (pcks[0] if pcks else "")
         shown = _shown(metrics, alpha)
         head = [m.replace(f"{alpha} ", "").replace("left_right_confusion", "L/R confusion") for m in shown]
         lines += [f"### {dataset}: {feature} ({alpha})", "", "| model | " + " | ".join(head) + " |",
