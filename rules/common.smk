@@ -5,6 +5,7 @@ import sys
 
 from partaware import config as C
 from partaware import kinds
+from partaware import roles
 from partaware import specs
 from partaware import tasks
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
@@ -197,9 +198,7 @@ def contrast_datasets():
 
 def block_summaries(dataset):
     """Whether any store of the dataset holds per-block summaries (`extract.blocks_summary`)."""
-    from partaware.blocks import carried
-
-    return any(carried(CFG, CFG["datasets"][dataset], s) for s in C.splits_of(CFG, dataset))
+    return any(roles.blocks_carried(CFG, CFG["datasets"][dataset], s) for s in C.splits_of(CFG, dataset))
 
 
 def patch_figure_spec(dataset):

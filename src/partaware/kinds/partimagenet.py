@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..data import partimagenet as P
 from . import register
+from ..errors import ConfigError
+from .base import Readers
 from .segfolder import SegFolder
 
 _PIPELINE = SegFolder.schema["pipeline"]
@@ -38,14 +40,12 @@ class PartImageNet(SegFolder):
     label_note = ("PartImageNet_Seg: part = 40 parts + background (pixel 40, scored as class 40), object = "
                   "<split>_whole masks with background last; values read +1 so reduce_zero_label keeps background")
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard):
-        plan = super().plan(cfg, dataset, split, encoder, device, index_path, shard)
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()):
+        plan = super().plan(cfg, dataset, split, encoder, device, index_path, shard, readers)
         plan.attrs = {**plan.attrs, "label_note": self.label_note}
         return plan
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         super().check(where, ds, cfg)
         for split in ds["splits"]:
             if split not in P.SPLITS:

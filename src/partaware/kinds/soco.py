@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import register
+from ..errors import ConfigError
 from .base import Kind
 from .keypoint_pairs import KeypointPairs
 
@@ -32,8 +33,6 @@ class SOCO(KeypointPairs, Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         root = Path(ds["root"]).expanduser()
         if not root.is_dir():
             return  # the config check reports a missing root (`paths`)
