@@ -218,6 +218,11 @@ def dense_store(dataset, model):
     return store_path(dataset, model, C.task_splits(CFG["datasets"][dataset], "correspondence", CFG)[0])
 
 
+def crop_stores(dataset, model):
+    """The part-discovery task's train and test box-crop stores of a dataset (or their shard manifests)."""
+    return [store_path(dataset, model, s) for s in C.task_splits(CFG["datasets"][dataset], "part_discovery", CFG)]
+
+
 PROJECTED = projected_model(CFG)  # the encoder of the encoded-vs-projected patch figure, or None
 
 

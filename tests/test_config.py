@@ -26,7 +26,8 @@ def test_demo_config_is_valid_and_filled_with_defaults():
     cfg = C.load(REPO / "config.yaml")
     assert cfg["linear"]["momentum"] == 0.9
     assert cfg["datasets"]["demo_parts"]["root"] == "results/demo/demo_parts"
-    assert C.splits_of(cfg, "demo_parts") == ["all", "train", "test", "test_dense112"]  # + correspondence maps
+    assert C.splits_of(cfg, "demo_parts") == ["all", "train", "test", "test_dense112", "train_crop112",
+                                              "test_crop112"]  # + correspondence maps, part-discovery crops
 
 
 def test_unknown_key_names_it_and_lists_allowed_keys():

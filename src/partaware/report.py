@@ -10,6 +10,7 @@ import pandas as pd
 from .atomic import write_text
 from .blocks import is_block_feature
 from .paper import attach_paper
+from .report_discovery import part_discovery_section
 from .report_sections import (_cell, _column, _difference, _span, contrast_section, correspondence_section,  # noqa: F401
                               pairwise_section)
 from .report_splits import is_split_metric, splits_section
@@ -152,7 +153,8 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
         if len(table) else table
     split_cell = lambda v, lo, hi: _cell(v, float("nan"), 1, float("nan"), lo, hi)  # noqa: E731
     write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
-               + correspondence_section(table, inputs) + splits_section(table, split_cell) + pairwise_section(inputs))
+               + correspondence_section(table, inputs) + splits_section(table, split_cell)
+               + part_discovery_section(table) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     warn_thin(final, settings)
     return table

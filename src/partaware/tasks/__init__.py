@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .base import Task
 
 _MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "knn",
-            "correspondence")
+            "correspondence", "part_discovery")
 TASKS: dict[str, Task] = {}
 _loaded = False
 
