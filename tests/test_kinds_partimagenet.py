@@ -1,7 +1,8 @@
 """Kind `partimagenet` (kinds/partimagenet.py, data/partimagenet.py): PartImageNet_Seg folders
 generated in the documented layout (no public sample files exist outside the dataset archive;
 tests/fixtures/README.md), the label coding (40 parts + background = 41 classes, background last,
-255 ignored), the layout errors, and both segmentation protocols through the CLI."""
+255 ignored), the layout errors, both segmentation protocols and per-pixel part discovery
+(task `part_discovery_pixels`) through the CLI, and the per-pixel scores by hand."""
 import json
 import shutil
 import subprocess
@@ -28,10 +29,11 @@ def pin(tmp_path):
 
 def raw_cfg(root, **ds):
     return {"datasets": {"pin": {"kind": "partimagenet", "root": str(root), "size": 64, "blocks": [1, 2],
-                                 "pipeline": PIPELINE, "tasks": ["segmentation"], **ds}},
+                                 "pipeline": PIPELINE, "tasks": ["segmentation", "part_discovery_pixels"], **ds}},
             "models": {"tiny": MODEL}, "stats": {"bootstrap": 0},
             "segmentation": {"protocol": ["paper", "cached"], "iters": 4, "batch_size": 2, "warmup_iters": 1,
                              "num_workers": 0},
+            "part_discovery": {"k": [2, 4], "max_tokens": 500},
             "extract": {"batch_size": 8, "num_workers": 0}}
 
 
@@ -86,6 +88,13 @@ def test_both_segmentation_protocols_through_the_cli(pin, tmp_path):
         _run(["extract", "--spec", json.dumps(specs.extract_spec(cfg, "pin", "tiny", split)), "--dataset", "pin",
               "--model", "tiny", "--split", split, "--out", str(store)], work)
         stores.append(str(store))
+    discovery = work / "results" / "evals" / "pin" / "tiny" / "part_discovery_pixels.csv"
+    _run(["evaluate", "--spec", json.dumps(specs.task_spec(cfg, "pin", "tiny", "part_discovery_pixels")), "--task",
+          "part_discovery_pixels", "--dataset", "pin", "--model", "tiny", "--out", str(discovery), *stores], work)
+    found = pd.read_csv(discovery).set_index("metric")
+    assert set(found.index) == {"NMI@2", "ARI@2", "NMI@4", "ARI@4"} and (found["feature"] == "block 2 dense").all()
+    assert (found["n"] == 4 * 64 * 64 - 4 * 32).all()  # every val pixel but the ignored 32-pixel seams
+    assert found["value"].between(-100, 100).all() and found["notes"].str.contains("per pixel").all()
     out = work / "results" / "evals" / "pin" / "tiny" / "segmentation.csv"
     spec = json.dumps(specs.task_spec(cfg, "pin", "tiny", "segmentation"))
     _run(["evaluate", "--spec", spec, "--task", "segmentation", "--dataset", "pin", "--model", "tiny",
@@ -99,3 +108,43 @@ def test_both_segmentation_protocols_through_the_cli(pin, tmp_path):
         assert rows["notes"].str.contains("40 parts + background (pixel 40, scored", regex=False).all()
         per_class = pd.read_csv(csv.with_name(csv.stem + "_per_class.csv"))
         assert per_class.groupby("label_set")["class"].nunique().to_dict() == {"object": 12, "part": 41}
+
+
+class _Store:
+    """An in-memory stand-in of a published segmentation store (the arrays the task reads)."""
+
+    def __init__(self, arrays):
+        self.arrays, self.n_rows = arrays, len(arrays["valid"])
+
+    def read(self, name, start=0, stop=None):
+        return self.arrays[name][start:stop]
+
+    def read_checked(self, name, start=0, stop=None, valid=None):
+        return self.arrays[name][start:stop]
+
+    def info(self, name):
+        return {"shape": self.arrays[name].shape, "dtype": self.arrays[name].dtype}
+
+
+def test_pixel_scores_by_hand():
+    """Tokens of two kinds, left half and right half of each image: the clusters match the labels
+    exactly (NMI = ARI = 100) where the label map follows the tokens (one pixel ignored), and a
+    label map of one class everywhere scores NMI 0 and ARI 0 in the pooled table."""
+    from partaware import tasks
+
+    tokens = np.zeros((3, 2, 2, 2), np.float32)
+    tokens[:, 0, :, 0], tokens[:, 1, :, 1] = 1, 1                    # left column kind 0, right kind 1
+    labels = np.ones((3, 4, 4), np.uint8)
+    labels[:, :, 2:] = 2
+    labels[:, 0, 0] = 255                                             # an ignored pixel
+    store = _Store({"layers/1": tokens, "labels/part": labels, "valid": np.ones(3, np.uint8)})
+    cfg = {"datasets": {"d": {"blocks": [1], "label_sets": {"part": {"classes": 3}}}},
+           "part_discovery": {"k": [2], "max_tokens": 100, "niter": 10, "nredo": 1, "seed": 0},
+           "stats": {"bootstrap": 10, "level": 0.95, "seed": 0}}
+    ctx = {"dataset": "d", "model": "m", "group": "", "weights": "random"}
+    rows = {r["metric"]: r for r in tasks.get("part_discovery_pixels").rows(cfg, ctx, [store, store])[0]}
+    assert rows["NMI@2"]["value"] == pytest.approx(100) and rows["ARI@2"]["value"] == pytest.approx(100)
+    assert rows["NMI@2"]["n"] == 3 * 15 and rows["NMI@2"]["feature"] == "block 1 dense"
+    flat = _Store({"layers/1": tokens, "labels/part": np.full((3, 4, 4), 1, np.uint8), "valid": np.ones(3, np.uint8)})
+    rows = {r["metric"]: r for r in tasks.get("part_discovery_pixels").rows(cfg, ctx, [flat, flat])[0]}
+    assert rows["ARI@2"]["value"] == pytest.approx(0) and rows["NMI@2"]["value"] == pytest.approx(0, abs=1e-9)

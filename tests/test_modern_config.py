@@ -52,7 +52,7 @@ def _spair_stand_in(root: Path) -> None:
 def test_modern_config_keeps_the_papers_datasets_and_encoders():
     assert {k: v for k, v in MODERN["datasets"].items() if k not in NEWER} == PAPER["datasets"]
     assert MODERN["datasets"]["spair"]["tasks"] == MODERN["datasets"]["soco"]["tasks"] == ["correspondence"]
-    assert MODERN["datasets"]["partimagenet"]["tasks"] == ["segmentation"]
+    assert MODERN["datasets"]["partimagenet"]["tasks"] == ["segmentation", "part_discovery_pixels"]
     assert {k: v for k, v in MODERN["models"].items() if k in PAPER["models"]} == PAPER["models"]
     assert len(TIMM_MODELS) == 8 and set(MODERN["models"]) == set(PAPER["models"]) | set(TIMM_MODELS)
     assert {k: v for k, v in MODERN.items() if k not in ("datasets", "models")} == \
@@ -85,6 +85,7 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
         assert f"results/features/cub/{model}/test_crop224.zarr" in out.stdout
         assert f"results/features/spair/{model}/test_dense224.zarr" in out.stdout
         assert f"results/evals/soco/{model}/correspondence.csv" in out.stdout
+        assert f"results/evals/partimagenet/{model}/part_discovery_pixels.csv" in out.stdout
         for dataset in seg_datasets:
             assert f"results/evals/{dataset}/{model}/segmentation_paper.csv" in out.stdout
 
