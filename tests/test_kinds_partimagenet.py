@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from workflow_runner import BIN
 
 from partaware import config as C
@@ -45,7 +46,7 @@ def test_config_defaults_and_labels(pin):
     samples = kinds.get("partimagenet").samples(ds, "val")
     assert len(samples) == 4 and samples[0]["img"].suffix == ".JPEG" and samples[0][OFFSET_KEY] == {"part": 1,
                                                                                                      "object": 1}
-    raw = np.array(__import__("PIL.Image", fromlist=["Image"]).open(samples[0]["part"]))
+    raw = np.array(Image.open(samples[0]["part"]))
     part = reduce_zero_label(load_label(samples[0]["part"], 41, offset=1))
     # raw part c -> class c; background 40 -> class 40 (scored); 255 ignored
     assert np.array_equal(part, raw) and {40, 255} <= set(np.unique(part).tolist())
