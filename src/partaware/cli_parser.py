@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import tasks
+from . import kinds, tasks
 from .cli_explore import add_explore_command
 from .cli_figures import add_figure_commands
 
@@ -17,7 +17,8 @@ MODEL_HELP = "a model name of the spec's `models`"
 def build_parser_for(commands) -> argparse.ArgumentParser:
     """The parser of every command; `commands` holds the `cmd_*` functions (partaware.cli), looked
     up when the parser is built."""
-    p = argparse.ArgumentParser(prog="partaware", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="partaware", description=DESCRIPTION,
+                                epilog=f"dataset kinds: {', '.join(kinds.names())}; tasks: {', '.join(tasks.names())}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def job(name, fn, help):
