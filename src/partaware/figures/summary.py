@@ -101,6 +101,11 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
     return data
 
 
+def _thin(rec) -> bool:
+    """Whether a bar rests on too little (table.md's mark; data without the column: no)."""
+    return isinstance(rec.get("thin"), str) and bool(rec.get("thin"))
+
+
 def draw_summary(data: pd.DataFrame):
     """The summary figure of `summary_data` (a matplotlib Figure)."""
     import matplotlib
@@ -132,7 +137,7 @@ def draw_summary(data: pd.DataFrame):
                 x = gi + w * (mi - (len(present) - 1) / 2)
                 err = rec["std"] if pd.notna(rec["std"]) else None
                 ax.bar(x, rec["value"], w * 0.9, color=colours[model], yerr=err, capsize=2,
-                       hatch="//" if rec["thin"] else None, edgecolor="black" if rec["thin"] else None)
+                       hatch="//" if _thin(rec) else None, edgecolor="black" if _thin(rec) else None)
                 if pd.notna(rec["paper"]):
                     ax.hlines(rec["paper"], x - w * 0.45, x + w * 0.45, colors="black", linewidth=2.5)
         ax.set_xticks(np.arange(len(groups)), [tick_label(g) for g in groups], fontsize=8)
@@ -144,7 +149,7 @@ def draw_summary(data: pd.DataFrame):
         if d["value"].isna().all():
             ax.text(0.5, 0.5, empty_text(d), ha="center", va="center", fontsize=7, wrap=True, transform=ax.transAxes)
     handles = [Patch(color=colours[m], label=m) for m in models]
-    if data["thin"].astype(bool).any():
+    if "thin" in data and data["thin"].fillna("").astype(bool).any():
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="rests on too little (table.md)"))
     if data["paper"].notna().any():
         handles.append(Line2D([], [], color="black", linewidth=2.5, label="paper (Zhu et al.)"))
