@@ -6,6 +6,13 @@ split=...)` opens a cached feature store (see `partaware.api`).
 """
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("partaware")  # pyproject.toml's version, as installed: one source
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = ["open_features", "Features", "LazyArray"]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import __version__
 from . import config as C
 from . import kinds
 from .atomic import write_csv, write_text
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import tasks
 
     p = argparse.ArgumentParser(prog="partaware", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"partaware {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def job(name, fn, help):
