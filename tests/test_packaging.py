@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -46,10 +47,11 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "project"
     src.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", src)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src)
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     # the build backend the running Python has, if recent enough, saves an isolated build env (~30 s)
-    isolation = ["--no-build-isolation"] if _has_setuptools(68) else []
+    isolation = ["--no-build-isolation"] if _has_setuptools(77) else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(tmp / "dist"),
                     str(src)], check=True)
     (found,) = (tmp / "dist").glob("partaware-*.whl")
@@ -162,6 +164,19 @@ def test_python_versions_and_zarr_bounds(metadata):
         assert zarr[0].specifier.contains(newest_allowed) and zarr[0].specifier.contains("3.1.6")
         assert not zarr[0].specifier.contains("3.1.5")  # no Array.with_config (store/backends.py)
     assert not Marker("python_version < '3.12'").evaluate({"python_version": "3.12"})
+
+
+def test_metadata_has_licence_readme_and_urls(wheel, metadata):
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    with zipfile.ZipFile(wheel) as z:
+        licence = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/licenses/LICENSE"))).decode()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert metadata.get_payload().startswith("# partaware") and "## Install" in metadata.get_payload()
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL"))
+    assert {"Documentation", "Source"} <= set(urls) and all(u.startswith("https://") for u in urls.values())
+    assert metadata["Version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def test_wheel_ships_the_schema_and_the_command(wheel):
