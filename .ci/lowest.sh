@@ -6,12 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VENV=${LOWEST_VENV:-$ROOT/.venv-lowest}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK"' EXIT  # the venv too: several GB, rebuilt on every run
+VENV=$WORK/venv
 start=$SECONDS
 unset PYTHONPATH VIRTUAL_ENV
-rm -rf "$VENV"
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check packaging
 "$VENV/bin/python" .ci/lowest_constraints.py cpu test > "$WORK/lowest.txt"

@@ -6,14 +6,10 @@ import subprocess
 import pandas as pd
 import yaml
 
+from readme_example import module_example
 from workflow_runner import BIN, REPO, job_stats
 
-WITHOUT_CONFIG = f"""
-module partaware:
-    snakefile: "{REPO / 'workflow' / 'Snakefile'}"
-
-use rule * from partaware as partaware_*
-"""
+WITHOUT_CONFIG = module_example()  # the README's, no `config:`
 
 # what `snakedeploy deploy-workflow` writes, the GitHub source replaced by this checkout
 WITH_CONFIG = f"""

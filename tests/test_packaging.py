@@ -18,6 +18,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
+from readme_example import module_example
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "partaware"
 
@@ -189,22 +191,38 @@ def test_wheel_ships_the_schema_and_the_command(wheel):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PARTAWARE_VENV_TEST"),
-                    reason="installs torch into a fresh venv (minutes); set PARTAWARE_VENV_TEST=1")
+                    reason="installs torch into a fresh venv (~2 min); set PARTAWARE_VENV_TEST=1 (.ci/run does)")
 def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
-    """What a user gets from `pip install -c constraints.txt partaware`: the command runs."""
-    venv = tmp_path / "venv"
+    """What a user gets from the README's first install line, `pip install "partaware[cpu]"` (here
+    the wheel, with constraints.txt's versions), in a folder outside the repository: the command,
+    `python -m partaware`, the demo config's check and the README's `module` example's dry run."""
+    venv, user = tmp_path / "venv", tmp_path / "my-workflow"
+    user.mkdir()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    start = time.monotonic()
-    subprocess.run([venv / "bin/pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel], check=True, env=env)
-    print(f"install: {time.monotonic() - start:.0f} s")
-    help_text = subprocess.run([venv / "bin/partaware", "--help"], check=True, env=env, cwd=tmp_path,
-                               capture_output=True, text=True).stdout
-    assert "check-config" in help_text and "inspect" in help_text
-    out = subprocess.run([venv / "bin/partaware", "check-config", ROOT / "config.yaml"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0 and "config.yaml: OK" in out.stdout, out.stdout + out.stderr
-    where = subprocess.run([venv / "bin/python", "-c", "import partaware; print(partaware.__file__)"],
-                           check=True, env=env, cwd=tmp_path, capture_output=True, text=True).stdout
-    assert where.startswith(str(venv))
+
+    def run(*cmd):
+        out = subprocess.run([str(c) for c in cmd], env=env, cwd=user, capture_output=True, text=True)
+        assert out.returncode == 0, f"{cmd}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
+    try:
+        start = time.monotonic()
+        run(venv / "bin/pip", "install", "-q", "-c", ROOT / "constraints.txt", f"partaware[cpu] @ {wheel.as_uri()}")
+        print(f"install: {time.monotonic() - start:.0f} s")
+        version = metadata_version(wheel)
+        assert run("partaware", "--version").strip() == f"partaware {version}"
+        assert run(venv / "bin/python", "-m", "partaware", "--version").strip() == f"partaware {version}"
+        assert "config.yaml: OK" in run("partaware", "check-config", ROOT / "config.yaml")  # asks for knn: faiss
+        where = run(venv / "bin/python", "-c", "import partaware; print(partaware.__file__)")
+        assert where.startswith(str(venv))
+        (user / "Snakefile").write_text(module_example())
+        plan = run(venv / "bin/snakemake", "--cores", "2", "-n", "results/table.csv")
+        assert "partaware_table" in plan and "partaware_demo_data" in plan
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # several GB
+
+
+def metadata_version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
