@@ -6,17 +6,24 @@ split=...)` opens a cached feature store (see `partaware.api`).
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
-try:
-    __version__ = _version("partaware")  # pyproject.toml's version, as installed: one source
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-
 __all__ = ["open_features", "Features", "LazyArray"]
 
 
+def _version() -> str:
+    """pyproject.toml's version, as installed (one source); read on first use, as importlib.metadata
+    costs ~50 ms to import."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("partaware")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()["__version__"] = _version()
+        return globals()["__version__"]
     if name in __all__:
         from . import api
 
@@ -25,4 +32,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__, "__version__"})
