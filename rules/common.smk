@@ -5,6 +5,7 @@ import sys
 
 from partaware import config as C
 from partaware import kinds
+from partaware import roles
 from partaware import specs
 from partaware import tasks
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
@@ -199,9 +200,7 @@ def contrast_datasets():
 
 def block_summaries(dataset):
     """Whether any store of the dataset holds per-block summaries (`extract.blocks_summary`)."""
-    from partaware.blocks import carried
-
-    return any(carried(CFG, CFG["datasets"][dataset], s) for s in C.splits_of(CFG, dataset))
+    return any(roles.blocks_carried(CFG, CFG["datasets"][dataset], s) for s in C.splits_of(CFG, dataset))
 
 
 def patch_figure_spec(dataset):
@@ -219,6 +218,11 @@ def patch_store(dataset, model):
 def dense_store(dataset, model):
     """The correspondence task's dense-map store of a dataset (or its shard manifest)."""
     return store_path(dataset, model, C.task_splits(CFG["datasets"][dataset], "correspondence", CFG)[0])
+
+
+def crop_stores(dataset, model):
+    """The part-discovery task's train and test box-crop stores of a dataset (or their shard manifests)."""
+    return [store_path(dataset, model, s) for s in C.task_splits(CFG["datasets"][dataset], "part_discovery", CFG)]
 
 
 PROJECTED = projected_model(CFG)  # the encoder of the encoded-vs-projected patch figure, or None

@@ -157,3 +157,25 @@ rule depth_plot:
         "../envs/report.yaml"
     shell:
         "partaware figure-depth --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule part_discovery_figure:
+    """The same test images for every encoder, tokens coloured by their k-means cluster (task part_discovery)."""
+    input:
+        images=demo_root,
+        stores=lambda wc: [p for m in CFG["models"] for p in crop_stores(wc.dataset, m)],
+    output:
+        report("results/figures/{dataset}/part_discovery.png", caption="../workflow/report/part_discovery.rst",
+               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "part discovery"}),
+    params:
+        spec=lambda wc: spec(dataset=wc.dataset, sections=("part_discovery",)),
+        models=" ".join(CFG["models"]),
+    log:
+        "results/logs/figures/{dataset}/part_discovery.log",
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "partaware figure-part-discovery --spec {params.spec:q} --dataset {wildcards.dataset} "
+        "--out {output:q} --models {params.models} -- {input.stores:q} > {log:q} 2>&1"

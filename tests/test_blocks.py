@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from partaware import roles
+from partaware import specs
 from partaware import blocks as B
 from partaware import cli
 from partaware import config as C
@@ -113,13 +115,13 @@ def raw_cfg(**extract) -> dict:
 
 def hashes(cfg: dict) -> dict:
     stores = [("parts", "all"), ("parts", "train"), ("parts", "test"), ("seg", "train")]
-    return {s: C.digest(C.extract_signature(cfg, *s[:1], "m", s[1])) for s in stores}
+    return {s: C.digest(specs.store_signature(cfg, *s[:1], "m", s[1])) for s in stores}
 
 
 def test_the_setting_reaches_only_the_signatures_of_stores_that_hold_summaries():
     off, explicit_off = C.validate(raw_cfg()), C.validate(raw_cfg(blocks_summary=[]))
     assert off["extract"]["blocks_summary"] == []
-    assert "blocks_summary" not in C.extract_signature(off, "parts", "m", "all")  # existing caches stay valid
+    assert "blocks_summary" not in specs.store_signature(off, "parts", "m", "all")  # existing caches stay valid
     on, reordered, every = (C.validate(raw_cfg(blocks_summary=v)) for v in ([1, 3], [3, 1], "all"))
     base = hashes(off)
     assert hashes(explicit_off) == base and hashes(on) == hashes(reordered)
@@ -131,7 +133,7 @@ def test_the_setting_reaches_only_the_signatures_of_stores_that_hold_summaries()
     assert hashes(every)[("parts", "all")] != hashes(on)[("parts", "all")]
     with_logistic = raw_cfg(blocks_summary=[1])
     with_logistic["datasets"]["parts"]["tasks"] = ["retrieval", "logistic"]
-    assert C.extract_signature(C.validate(with_logistic), "parts", "m", "train")["blocks_summary"] == [1]
+    assert specs.store_signature(C.validate(with_logistic), "parts", "m", "train")["blocks_summary"] == [1]
 
 
 @pytest.mark.parametrize("value", ["some", [0], [1, 1], 2])
@@ -145,8 +147,8 @@ def test_imagefolder_summaries_go_to_the_logistic_stores_only():
 
     kind = kinds.get("imagefolder")
     ds = {"splits": ["train", "val"], "tasks": ["linear", "attentive", "logistic"]}
-    assert [kind.carries_block_summaries(ds, s) for s in ("train", "val", "train_attentive")] == [True, True, False]
-    assert not kind.carries_block_summaries({**ds, "tasks": ["linear"]}, "train")
+    assert [roles.carries_block_summaries(kind, ds, s) for s in ("train", "val", "train_attentive")] == [True, True, False]
+    assert not roles.carries_block_summaries(kind, {**ds, "tasks": ["linear"]}, "train")
 
 
 # --------------------------------------------------------------------------------- extraction

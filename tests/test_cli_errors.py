@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cli_runner import run_cli
+from partaware import specs
 from partaware import config as C
 from partaware.data.errors import DataError
 from partaware.store import StoreWriter
@@ -19,7 +20,7 @@ SPEC = {"datasets": {"birds": {"kind": "cub", "demo": {"n_images": 4, "seed": 0}
 
 def _store(path, n=4):
     """A store of `cls` and `label`, made for SPEC's `birds` (the hash `evaluate` checks)."""
-    made_for = C.digest(C.extract_signature(C.fill_spec(SPEC), "birds", "rnd", path.stem))
+    made_for = C.digest(specs.store_signature(C.fill_spec(SPEC), "birds", "rnd", path.stem))
     writer = StoreWriter(path, n, {"cls": ((4,), "float16", 8), "label": ((), "int64", 8)}, {}, made_for)
     writer.write({"cls": np.ones((n, 4), np.float16), "label": np.arange(n) % 2})
     return writer.publish()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from partaware import specs
 from partaware import config as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,8 @@ def test_demo_config_is_valid_and_filled_with_defaults():
     cfg = C.load(REPO / "config.yaml")
     assert cfg["linear"]["momentum"] == 0.9
     assert cfg["datasets"]["demo_parts"]["root"] == "results/demo/demo_parts"
-    assert C.splits_of(cfg, "demo_parts") == ["all", "train", "test", "test_dense112"]  # + correspondence maps
+    assert C.splits_of(cfg, "demo_parts") == ["all", "train", "test", "test_dense112", "train_crop112",
+                                              "test_crop112"]  # + correspondence maps, part-discovery crops
 
 
 def test_unknown_key_names_it_and_lists_allowed_keys():
@@ -77,13 +79,13 @@ def test_segmentation_task_needs_segfolder():
 
 def test_hash_changes_with_what_a_store_depends_on():
     cfg = C.validate(copy.deepcopy(DEMO))
-    base = C.digest(C.extract_signature(cfg, "demo_parts", "vit_tiny_rand_a", "all"))
+    base = C.digest(specs.store_signature(cfg, "demo_parts", "vit_tiny_rand_a", "all"))
     other = copy.deepcopy(DEMO)
     other["datasets"]["demo_parts"]["parts"] = [11, 12, 9]
     other["linear"]["epochs"] = 5  # a probe setting must not change the store's hash
     cfg2 = C.validate(other)
-    assert C.digest(C.extract_signature(cfg2, "demo_parts", "vit_tiny_rand_a", "all")) != base
+    assert C.digest(specs.store_signature(cfg2, "demo_parts", "vit_tiny_rand_a", "all")) != base
     probe_only = copy.deepcopy(DEMO)
     probe_only["linear"]["epochs"] = 5
     cfg3 = C.validate(probe_only)
-    assert C.digest(C.extract_signature(cfg3, "demo_parts", "vit_tiny_rand_a", "all")) == base
+    assert C.digest(specs.store_signature(cfg3, "demo_parts", "vit_tiny_rand_a", "all")) == base

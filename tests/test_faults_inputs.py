@@ -20,6 +20,7 @@ import timm
 import torch
 from PIL import Image
 
+from partaware import specs
 from partaware import config as C
 from partaware.data.demo import generate_demo_cub
 from partaware.data.images import crop_patch, load_rgb
@@ -298,7 +299,7 @@ def test_evaluate_refuses_a_store_built_for_another_config(cub, cub_index, tmp_p
 
     other = copy.deepcopy(cfg)
     other["datasets"]["birds"]["size"] = 48  # the store now is stale for this spec
-    expected = C.digest(C.extract_signature(other, "birds", "rnd", "all"))
+    expected = C.digest(specs.store_signature(other, "birds", "rnd", "all"))
     code, error = evaluate(other, tmp_path / "stale.csv")
     assert code == 1
     assert built in error and expected in error and str(store) in error and "rebuild" in error

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from partaware import roles
 from partaware import config as C
 from partaware import kinds
 from partaware.data.demo_imagefolder import DEMO_CLASSES, generate_demo_imagefolder
@@ -111,9 +112,9 @@ def test_rows_follow_torchvision_imagefolder_classes_and_order(folder):
 def test_stores_and_subsets_per_class(folder):
     cfg = C.validate(raw_cfg(folder, max_per_class=4))
     ds, kind = cfg["datasets"]["imgs"], kinds.get("imagefolder")
-    assert kind.splits(ds, cfg) == list(STORES)
-    assert kind.task_splits(ds, "linear") == kind.task_splits(ds, "logistic") == ["train", "val"]
-    assert kind.task_splits(ds, "attentive") == ["train_attentive", "val_attentive"]
+    assert roles.splits(kind, ds, cfg) == list(STORES)
+    assert roles.task_splits(kind, ds, "linear") == roles.task_splits(kind, ds, "logistic") == ["train", "val"]
+    assert roles.task_splits(kind, ds, "attentive") == ["train_attentive", "val_attentive"]
     assert kind.store_arrays(ds, "train") == ["cls", "mean"]
     assert kind.store_arrays(ds, "val_attentive") == ["cls", "mean", "tokens"]
 
@@ -124,8 +125,8 @@ def test_stores_and_subsets_per_class(folder):
     assert [Path(p).name for p, _ in kind.samples(ds, "val_attentive")][:2] == ["disc_0000.JPEG", "disc_0001.JPEG"]
 
     only_linear = {**ds, "tasks": ["linear"]}
-    assert kind.splits(only_linear, cfg) == ["train", "val"]
-    assert kind.splits({**ds, "tasks": ["attentive"]}, cfg) == ["train_attentive", "val_attentive"]
+    assert roles.splits(kind, only_linear, cfg) == ["train", "val"]
+    assert roles.splits(kind, {**ds, "tasks": ["attentive"]}, cfg) == ["train_attentive", "val_attentive"]
     with pytest.raises(DataError, match="no split 'test'.*train, val, train_attentive, val_attentive"):
         kind.samples(ds, "test")
 
@@ -187,7 +188,7 @@ def test_extraction_and_the_three_probes_through_the_cli(folder, tmp_path, capsy
     results = {}
     for task in ("linear", "logistic", "attentive"):
         out = tmp_path / "evals" / f"{task}.csv"
-        inputs = [stores[s] for s in kind.task_splits(ds, task)]
+        inputs = [stores[s] for s in roles.task_splits(kind, ds, task)]
         code, error = partaware(capsys, "evaluate", "--spec", spec(cfg, (task,)), "--runtime", RUNTIME,
                                 "--task", task, "--dataset", "imgs", "--model", "rnd", "--out", out, *inputs)
         assert code == 0, error

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from partaware import roles
 from partaware import cli
 from partaware import config as C
 from partaware import kinds, tasks
@@ -103,8 +104,8 @@ def test_config_defaults_and_errors(data):
     cfg = C.validate(raw_cfg(data))
     ds, kind = cfg["datasets"]["grid"], kinds.get("patchgrid")
     assert (ds["grid"], ds["stride"], ds["proj_max_dim"]) == (4, None, 4096) and "max_images" not in ds
-    assert kind.splits(ds, cfg) == kind.task_splits(ds, "patch_retrieval") == ["patches"]
-    assert kind.eval_names(ds, cfg) == [] and C.eval_names(cfg, "grid") == []  # figures only: no result rows
+    assert roles.splits(kind, ds, cfg) == roles.task_splits(kind, ds, "patch_retrieval") == ["patches"]
+    assert roles.eval_names(kind, ds, cfg) == [] and C.eval_names(cfg, "grid") == []  # figures only: no result rows
     assert kind.store_arrays(ds, "patches") == ["cls", "mean", "proj"]
     assert kind.store_arrays({**ds, "proj_max_dim": 0}, "patches") == ["cls", "mean"]
     figures = tasks.get("patch_retrieval").figures  # what `all` draws: encoded vs projected needs a head

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from workflow_runner import BIN, planned_jobs
 
+from partaware import specs
 from partaware import config as C
 
 MODEL = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 1, "timm_kwargs": {"depth": 2}}
@@ -33,12 +34,12 @@ def test_config_of_a_spair_dataset(spair):
 
 def test_dense_store_signature_follows_the_store_shaping_settings(spair):
     base = C.validate(raw_cfg(spair))
-    sig = C.extract_signature(base, "sp", "tiny", "test_dense64")
+    sig = specs.store_signature(base, "sp", "tiny", "test_dense64")
     assert sig["task_settings"] == {"correspondence": {"size": 64, "blocks": []}}
     other_alphas = C.validate({**raw_cfg(spair), "correspondence": {"size": 64, "alphas": [0.2]}})
-    assert C.extract_signature(other_alphas, "sp", "tiny", "test_dense64") == sig  # scoring only: same store
+    assert specs.store_signature(other_alphas, "sp", "tiny", "test_dense64") == sig  # scoring only: same store
     blocks = C.validate({**raw_cfg(spair), "correspondence": {"size": 64, "blocks": [1]}})
-    assert C.digest(C.extract_signature(blocks, "sp", "tiny", "test_dense64")) != C.digest(sig)
+    assert C.digest(specs.store_signature(blocks, "sp", "tiny", "test_dense64")) != C.digest(sig)
 
 
 def _run(args, cwd):

@@ -65,10 +65,13 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
     assert jobs["extract"] % n_models == 0 and jobs["evaluate"] % n_models == 0
     assert jobs["segment"] == n_models * len(seg_datasets)
     assert jobs["pair_table"] == 2 and jobs["correspondence_figure"] == 2  # cub, spair
+    assert jobs["part_discovery_figure"] == 1  # cub (SPair-71k ships no train keypoints in this kind)
     for model in TIMM_MODELS:
         assert f"resources/checkpoints/{model}.pth" not in out.stdout
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
         assert f"results/evals/spair/{model}/correspondence.csv" in out.stdout
+        assert f"results/evals/cub/{model}/part_discovery.csv" in out.stdout
+        assert f"results/features/cub/{model}/test_crop224.zarr" in out.stdout
         assert f"results/features/spair/{model}/test_dense224.zarr" in out.stdout
         for dataset in seg_datasets:
             assert f"results/evals/{dataset}/{model}/segmentation_paper.csv" in out.stdout

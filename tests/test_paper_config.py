@@ -49,12 +49,12 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
     assert jobs["fetch_checkpoint"] == models
     assert jobs["part_index"] == 2                              # cub, coco
     assert jobs["pair_table"] == 1                              # cub's correspondence pairs
-    # part sets: all/train/test (no seg cache); cub: its dense maps; imagenet: train/val and their
-    # attentive subsets; imagenet_patches: its patch grid
-    assert jobs["extract"] == models * (2 * 3 + 1 + 4 + 1)
-    # 4 part tasks x 2; cub's knn and correspondence; imagenet's 2 probes + knn
-    assert jobs["evaluate"] == models * (2 * 4 + 1 + 1 + 3)
-    assert jobs["correspondence_figure"] == 1
+    # part sets: all/train/test (no seg cache); cub: its dense maps and train/test box crops; imagenet:
+    # train/val and their attentive subsets; imagenet_patches: its patch grid
+    assert jobs["extract"] == models * (2 * 3 + 1 + 2 + 4 + 1)
+    # 4 part tasks x 2; cub's knn, correspondence and part_discovery; imagenet's 2 probes + knn
+    assert jobs["evaluate"] == models * (2 * 4 + 1 + 1 + 1 + 3)
+    assert jobs["correspondence_figure"] == 1 and jobs["part_discovery_figure"] == 1
     assert jobs["segment"] == models * 4                        # the paper protocol: ade20k, ade20k150, pascal, lip
     assert jobs["retrieval_grid"] == 2 and "feature_maps" not in jobs
     assert jobs["patch_retrieval"] == jobs["patch_retrieval_projected"] == 1  # Figures 2 and 4
@@ -66,6 +66,8 @@ def test_paper_config_lists_every_job_of_the_study(tmp_path):
         assert f"results/features/cub/{model}/train.zarr" in out.stdout
         assert f"results/features/cub/{model}/test_dense224.zarr" in out.stdout
         assert f"results/evals/cub/{model}/correspondence.csv" in out.stdout
+        assert f"results/features/cub/{model}/train_crop224.zarr" in out.stdout
+        assert f"results/evals/cub/{model}/part_discovery.csv" in out.stdout
         assert f"results/features/ade20k/{model}/train.zarr" not in out.stdout
         for store in ("train", "val", "train_attentive", "val_attentive"):
             assert f"results/features/imagenet/{model}/{store}.zarr" in out.stdout

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from partaware import roles
 from partaware import tasks
 from partaware.config import ConfigError
 from partaware.data.pairs import write_pairs
@@ -90,8 +91,8 @@ def test_registry_splits_and_checks():
     assert task.splits(kinds.get("cub"), ds, c) == task.splits(kinds.get("spair"), ds, c) == ["test_dense448"]
     assert task.splits(kinds.get("segfolder"), ds, c) == task.splits(kinds.get("coco"), ds, c) == []
     assert task.splits(kinds.get("cub"), ds, None) == []  # the store's name needs correspondence.size
-    assert "correspondence" in kinds.get("cub").tasks and "correspondence" in kinds.get("spair").tasks
-    assert "correspondence" not in kinds.get("coco").tasks
+    assert "correspondence" in roles.tasks_of(kinds.get("cub")) and "correspondence" in roles.tasks_of(kinds.get("spair"))
+    assert "correspondence" not in roles.tasks_of(kinds.get("coco"))
     assert tasks.statistic_of("PCK@0.07") == tasks.statistic_of("left_right_confusion") == "top1"
     assert tasks.statistic_of("PCK@x") is None
     with pytest.raises(ConfigError, match="correspondence.alphas"):

@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("faiss")
 
+from partaware import roles
+from partaware import specs
 from partaware import config as C  # noqa: E402
 from partaware import kinds, tasks  # noqa: E402
 from partaware.evals import neighbours  # noqa: E402
@@ -103,8 +105,8 @@ def test_k_larger_than_the_database_is_a_config_error(tmp_path):
 def test_the_registry_wires_it():
     """Kinds with train/test stores feed it, its section and statistics come from the task."""
     task = tasks.get("knn")
-    assert "knn" in kinds.get("cub").tasks and "knn" in kinds.get("coco").tasks and "knn" in kinds.get("imagefolder").tasks
-    assert "knn" not in kinds.get("segfolder").tasks and "knn" not in kinds.get("patchgrid").tasks
+    assert "knn" in roles.tasks_of(kinds.get("cub")) and "knn" in roles.tasks_of(kinds.get("coco")) and "knn" in roles.tasks_of(kinds.get("imagefolder"))
+    assert "knn" not in roles.tasks_of(kinds.get("segfolder")) and "knn" not in roles.tasks_of(kinds.get("patchgrid"))
     assert task.splits(kinds.get("cub"), {}, None) == ["train", "test"]
     assert task.splits(kinds.get("imagefolder"), {"splits": ["train", "val"]}, None) == ["train", "val"]
     assert C.runtime_keys()["knn"] == ("memory_mb",)
@@ -143,7 +145,7 @@ def test_config_section_and_faiss_check(monkeypatch):
 def test_evaluate_through_the_cli(tmp_path, capsys):
     spec = {**config(), "stats": {"bootstrap": 50}}
     filled = C.fill_spec(spec)
-    made_for = {s: C.digest(C.extract_signature(filled, "birds", "rnd", s)) for s in ("train", "test")}
+    made_for = {s: C.digest(specs.store_signature(filled, "birds", "rnd", s)) for s in ("train", "test")}
     train, _ = make_store(tmp_path / "train.zarr", 50, 0, made_for=made_for["train"])
     test, _ = make_store(tmp_path / "test.zarr", 20, 1, made_for=made_for["test"])
     out = tmp_path / "knn.csv"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cli_runner import run_cli
+from partaware import roles
 from partaware import config as C
 from partaware import kinds, specs, tasks
 from partaware.store import StoreWriter
@@ -38,7 +39,7 @@ def toy(monkeypatch):
 def test_a_registered_task_gets_its_section_stores_and_spec(toy):
     cfg = C.validate(CONFIG)
     assert cfg["toy_rows"] == {"scale": 2.0, "verbose": True}  # its schema, defaults filled
-    assert "toy_rows" in kinds.get("cub").tasks and "toy_rows" not in kinds.get("segfolder").tasks
+    assert "toy_rows" in roles.tasks_of(kinds.get("cub")) and "toy_rows" not in roles.tasks_of(kinds.get("segfolder"))
     assert C.splits_of(cfg, "birds") == ["all"] and C.eval_names(cfg, "birds") == ["toy_rows"]
     spec = specs.task_spec(cfg, "birds", "rnd", "toy_rows")
     assert spec["toy_rows"] == {"scale": 2.0}  # its run-time key is left out: changing it reruns nothing
@@ -53,7 +54,7 @@ def test_a_registered_task_gets_its_section_stores_and_spec(toy):
 
 def test_a_registered_task_runs_through_the_cli(toy, tmp_path, capsys):
     n, spec = 5, {**CONFIG, "stats": {"bootstrap": 0}}
-    made_for = C.digest(C.extract_signature(C.fill_spec(spec), "birds", "rnd", "all"))  # what evaluate checks
+    made_for = C.digest(specs.store_signature(C.fill_spec(spec), "birds", "rnd", "all"))  # what evaluate checks
     layout = {"cls": ((4,), "float16", 8), "label": ((), "int64", 8), "valid": ((), "bool", 8)}
     writer = StoreWriter(tmp_path / "all.h5", n, layout, {}, made_for)
     writer.write({"cls": np.ones((n, 4), np.float16), "label": np.arange(n), "valid": np.arange(n) != 2})

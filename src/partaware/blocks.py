@@ -9,13 +9,15 @@ L2-normalised) and the logistic probe standardises every feature, which makes bo
 Disk: 2 x D x blocks x itemsize per row (ViT-B, 12 blocks, fp16: 36 KiB).
 
 The evaluations name them `block <k> mean` and `block <k> cls` in the `feature` column.
-Which stores carry them is the kind's call (`carries_block_summaries(ds, split)`: those read by
+Which stores carry them is decided where kinds meet tasks (`roles.blocks_carried`: those read by
 retrieval or the logistic probe); only those stores' signature holds the setting.
 """
 from __future__ import annotations
 
 import logging
 import re
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,6 @@ def setting(cfg: dict) -> str | list[int]:
     """The configured blocks: `all`, a sorted list, or [] (off; also when the key is absent)."""
     value = (cfg.get("extract") or {}).get("blocks_summary") or []
     return "all" if value == "all" else sorted({int(b) for b in value})
-
-
-def carried(cfg: dict, ds: dict, split: str) -> str | list[int]:
-    """`setting(cfg)` for a store whose kind carries summaries at this split, else []."""
-    from . import kinds
-
-    return setting(cfg) if kinds.of(ds).carries_block_summaries(ds, split) else []
 
 
 def resolve(value: str | list[int], depth: int, arch: str = "") -> list[int]:
@@ -89,8 +84,6 @@ def encode(encoder, x, blocks):
 
 def log_disk(where: str, layout: dict, n_rows: int) -> None:
     """Say what the summaries add to a store: bytes per row and in all."""
-    import numpy as np
-
     names = [a for a in layout if _ARRAY.match(a)]
     if not names:
         return

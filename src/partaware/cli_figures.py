@@ -1,5 +1,5 @@
-"""`partaware figure-grid | figure-patches | figure-maps | figure-correspondence | figure-summary |
-figure-contrast | figure-depth`: the figure jobs of rules/figures.smk.
+"""`partaware figure-grid | figure-patches | figure-maps | figure-correspondence | figure-part-discovery |
+figure-summary | figure-contrast | figure-depth`: the figure jobs of rules/figures.smk.
 
 Kept apart from cli.py so the figure commands can change without touching the core CLI;
 `cli.build_parser` calls `add_figure_commands(sub)`. Like the other jobs, rules pass the config
@@ -87,6 +87,20 @@ def cmd_figure_correspondence(args):
     print(f"{args.out}: pairs {shown}, {len(stores)} encoders")
 
 
+def cmd_figure_part_discovery(args):
+    from .figures.part_discovery import draw_from_stores
+    from .store import open_store
+
+    spec, _ = _settings(args)
+    models = args.models or [Path(p).parent.name for p in args.stores[::2]]
+    if len(args.stores) != 2 * len(models):
+        raise ValueError(f"figure-part-discovery: {len(args.stores)} stores for {len(models)} models; give each "
+                         "model's train_crop and test_crop store, in that order")
+    stores = {m: (open_store(args.stores[2 * i]), open_store(args.stores[2 * i + 1])) for i, m in enumerate(models)}
+    shown = draw_from_stores(spec, stores, args.out)
+    print(f"{args.out}: test images {', '.join(shown)}, {len(stores)} encoders")
+
+
 def cmd_figure_summary(args):
     from .figures.summary import summary_plot
 
@@ -134,6 +148,8 @@ def add_figure_commands(sub) -> None:
     s = figure("figure-correspondence", cmd_figure_correspondence,
                "keypoint transfer: source/target pairs with each encoder's predicted vs true keypoints")
     s.add_argument("--pairs", required=True, help="the pair table (results/index/D/pairs.parquet)")
+    figure("figure-part-discovery", cmd_figure_part_discovery,
+           "part discovery: the same test images per encoder, tokens coloured by their (matched) cluster")
     s = sub.add_parser("figure-summary", help="bar charts of results/table.csv with the paper's values")
     s.add_argument("--table", required=True, help="results/table.csv")
     s.add_argument("--out", required=True, help="the PNG to write")

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from . import kinds, roles, tasks
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .config_models import check_model
+from .errors import ConfigError, seg_protocols  # noqa: F401 (re-exported: partaware.config.ConfigError)
 
 
 # Settings that never change what a job computes (how fast it runs, how often it saves, or which
@@ -25,18 +28,12 @@ BASE_RUNTIME_KEYS = {"": ("device", "gpu_threads", "gpu_wait_s"), "extract": ("b
 
 def runtime_keys() -> dict[str, tuple]:
     """Every config section's run-time keys: the base ones and those each task declares."""
-    from . import tasks
-
     out = dict(BASE_RUNTIME_KEYS)
     for name in tasks.names():
         task = tasks.get(name)
         if task.section and task.runtime_keys:
             out[task.section] = tuple(task.runtime_keys)
     return out
-
-
-class ConfigError(ValueError):
-    """One line: where in the config, what is wrong, how to fix it."""
 
 
 def _where(path) -> str:
@@ -85,8 +82,6 @@ def _shape(schema: dict) -> str:
 def load_schema() -> dict:
     """The config schema: the file shipped in the package (works outside the source tree) plus
     each task's section (`partaware.tasks`)."""
-    from . import tasks
-
     schema = yaml.safe_load(resources.files("partaware").joinpath("config.schema.yaml").read_text())
     for name in tasks.names():
         task = tasks.get(name)
@@ -128,8 +123,6 @@ def fill_defaults(schema: dict, value, defs: dict | None = None):
 
 def fill_spec(spec: dict) -> dict:
     """A job spec with every default filled in: the top level and each dataset's kind keys."""
-    from . import kinds
-
     schema = load_schema()
     out = fill_defaults(schema, spec)
     out["datasets"] = {name: fill_defaults(dataset_schema(kinds.of(ds), schema), ds) if "kind" in ds else ds
@@ -141,13 +134,13 @@ def dataset_schema(kind, schema: dict | None = None) -> dict:
     """The full schema of one dataset: the keys every kind shares plus the kind's own."""
     base = (schema or load_schema())["$defs"]["dataset"]
     props = {**base["properties"], **kind.schema}
-    props["tasks"] = {**props["tasks"], "items": {"enum": list(kind.tasks)}}
+    props["tasks"] = {**props["tasks"], "items": {"enum": list(roles.tasks_of(kind))}}
     return {"type": "object", "additionalProperties": False, "properties": props,
             "required": ["kind", "tasks"]}
 
 
 def _validate(schema: dict, value, prefix=()) -> None:
-    import jsonschema
+    import jsonschema  # a fifth of a second to import: only when a config is validated
 
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
                     key=lambda e: list(e.absolute_path))
@@ -159,8 +152,6 @@ def _validate(schema: dict, value, prefix=()) -> None:
 
 def validate(config: dict) -> dict:
     """Check `config` against the schema and the semantic rules; return it with defaults filled."""
-    from . import kinds
-
     schema = load_schema()
     schema["$defs"]["dataset"]["properties"]["kind"] = {"enum": kinds.names()}
     general = copy.deepcopy(schema)
@@ -180,13 +171,11 @@ def validate(config: dict) -> dict:
     for name, full in cfg["datasets"].items():
         _check_dataset(name, kinds.of(full), full, cfg)
     for name, model in cfg["models"].items():
-        _check_model(name, model)
+        check_model(name, model)
     return cfg
 
 
 def _check_dataset(name: str, kind, ds: dict, cfg: dict) -> None:
-    from . import tasks
-
     where = f"datasets.{name}"
     for key in kind.required:
         if key not in ds:
@@ -199,77 +188,6 @@ def _check_dataset(name: str, kind, ds: dict, cfg: dict) -> None:
             if not Path(path).exists():
                 raise ConfigError(f"config key {where}: path {path} does not exist; "
                                   "point it at your copy of the dataset")
-
-
-def _check_model(name: str, model: dict) -> None:
-    import timm
-
-    where = f"models.{name}"
-    arch = model["arch"]
-    if not timm.is_model(arch.split(".")[0]):
-        raise ConfigError(f"config key {where}.arch: timm does not know the model {arch!r}; "
-                          f"list candidates with timm.list_models('*{arch.split('_')[0]}*')")
-    if model["weights"] == "timm":
-        from .models.availability import timm_weights_problem
-
-        problem = timm_weights_problem(arch)
-        if problem:
-            raise ConfigError(f"config key {where}.weights: {problem}")
-        _check_timm_normalisation(where, model)
-    if model["weights"] == "file":
-        if "url" in model:
-            raise ConfigError(f"config key {where}.url: weights: file reads a local `path`; to download, "
-                              "use weights: checkpoint with format: timm and the url")
-        if "path" not in model:
-            raise ConfigError(f"config key {where}.path: required with weights: file (a local timm state dict, "
-                              ".safetensors or .pth/.pt/.bin)")
-        if not Path(model["path"]).is_file():
-            raise ConfigError(f"config key {where}.path: weights file {model['path']} does not exist")
-    if model["weights"] == "checkpoint":
-        if "url" not in model and "path" not in model:
-            raise ConfigError(f"config key {where}: weights: checkpoint needs a url or a path")
-        if "format" not in model:
-            raise ConfigError(f"config key {where}.format: required with weights: checkpoint "
-                              "(timm, deit, mocov3, dino, ibot, beit, mae, cae)")
-        if "url" not in model and not Path(model["path"]).exists():
-            raise ConfigError(f"config key {where}.path: checkpoint file {model['path']} does not exist")
-    _check_pickle(where, model)
-
-
-def _check_pickle(where: str, model: dict) -> None:
-    """A weights file is never unpickled beyond tensors and the official checkpoints' values unless
-    the entry trusts it by hash; a local file that would need that is named before any job."""
-    if model.get("trust_pickle"):
-        if model["weights"] not in ("checkpoint", "file"):
-            raise ConfigError(f"config key {where}.trust_pickle: only for weights: checkpoint or file; remove it")
-        if "sha256" not in model:
-            raise ConfigError(f"config key {where}.trust_pickle: needs {where}.sha256, the hash of the file you "
-                              "trust (checked before it is unpickled); add it (`sha256sum <file>` prints it)")
-        return
-    if model["weights"] in ("checkpoint", "file") and "url" not in model and Path(model["path"]).is_file():
-        from .models.checkpoints import blocked_globals, unsafe_pickle_error
-
-        blocked = blocked_globals(Path(model["path"]))
-        if blocked:
-            raise ConfigError(f"config key {where}.path: {unsafe_pickle_error(Path(model['path']), blocked)}")
-
-
-def _check_timm_normalisation(where: str, model: dict) -> None:
-    """Warn when timm weights were trained with another input normalisation than the ImageNet one
-    used by default (CLIP, SigLIP, EVA-02): the run would work, on wrongly scaled pixels."""
-    import warnings
-
-    from timm.models import get_pretrained_cfg
-
-    pcfg = get_pretrained_cfg(model["arch"])
-    if pcfg is None or "mean" in model or "std" in model:
-        return
-    want = [list(map(float, pcfg.mean)), list(map(float, pcfg.std))]
-    if want != [list(IMAGENET_MEAN), list(IMAGENET_STD)]:
-        warnings.warn(f"config key {where}: the timm weights of {model['arch']!r} were trained on inputs "
-                      f"normalised with mean {want[0]}, std {want[1]}, not ImageNet's (the default); add "
-                      f"`mean: {want[0]}` and `std: {want[1]}` to the model, or ImageNet's to silence this",
-                      stacklevel=2)
 
 
 def load_yaml(path: Path | str) -> dict:
@@ -288,45 +206,26 @@ def load(path: Path | str) -> dict:
 
 
 # --------------------------------------------------------------------------------- job plans
-def seg_protocols(cfg: dict) -> list[str]:
-    """The segmentation protocols to run (`segmentation.protocol`: one or a list)."""
-    protocol = cfg["segmentation"]["protocol"]
-    return [protocol] if isinstance(protocol, str) else list(protocol)
-
-
 def splits_of(cfg: dict, dataset: str) -> list[str]:
     """The stores (splits) a dataset's configured tasks need."""
-    from . import kinds
-
     ds = cfg["datasets"][dataset]
-    return kinds.of(ds).splits(ds, cfg)
+    return roles.splits(kinds.of(ds), ds, cfg)
 
 
 def eval_names(cfg: dict, dataset: str) -> list[str]:
     """The result files (results/evals/<dataset>/<model>/<name>.csv) of a dataset's tasks."""
-    from . import kinds
-
     ds = cfg["datasets"][dataset]
-    return kinds.of(ds).eval_names(ds, cfg)
+    return roles.eval_names(kinds.of(ds), ds, cfg)
 
 
 def task_splits(ds: dict, task: str, cfg: dict | None = None) -> list[str]:
     """The stores one task reads, in the order its evaluation takes them (`cfg` given: [] where
     the configured protocol runs without stores)."""
-    from . import kinds
-
-    return kinds.of(ds).task_splits(ds, task, cfg)
+    return roles.task_splits(kinds.of(ds), ds, task, cfg)
 
 
 def normalisation(model: dict) -> tuple[tuple, tuple]:
     return tuple(model.get("mean", IMAGENET_MEAN)), tuple(model.get("std", IMAGENET_STD))
-
-
-def extract_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
-    """Everything a feature store depends on (`specs.store_signature`); its hash names the cache version."""
-    from .specs import store_signature
-
-    return store_signature(cfg, dataset, model, split)
 
 
 def digest(obj) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import config as C
-from . import kinds
+from . import kinds, roles, specs
 from .devices import autocast_dtype, resolve_device
 from .extraction.loop import LoopTimes, run_batches
 from .job_threads import loader_workers
@@ -40,14 +40,14 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     from .models.encoder import build_encoder
 
     ds, mcfg = cfg["datasets"][dataset], cfg["models"][model]
-    signature = C.extract_signature(cfg, dataset, model, split)
+    signature = specs.store_signature(cfg, dataset, model, split)
     device = resolve_device(cfg["device"])
     amp = autocast_dtype(cfg["extract"]["precision"], device)
     torch.manual_seed(cfg["seed"])
     kind = kinds.of(ds)
     size = mcfg.get("img_size", kind.input_size(cfg, ds, split))
     encoder = build_encoder({**mcfg, "img_size": size}, checkpoint).to(device).eval()
-    plan = kind.plan(cfg, dataset, split, encoder, device, index_path, shard)
+    plan = kind.plan(cfg, dataset, split, encoder, device, index_path, shard, roles.store_readers(cfg, ds, split))
     chunk_rows = cfg["cache"]["chunk_rows"]
     layout = {**plan.layout, "row": ((), "int64", chunk_rows), "valid": ((), "uint8", chunk_rows)}
 

@@ -9,6 +9,8 @@ the run-time keys of every section never enter any of them.
 from __future__ import annotations
 
 from . import config as C
+from . import kinds, roles, tasks
+from .roles import blocks_carried
 
 # The dataset keys the demo generator and the part index read (their jobs ignore the rest, e.g.
 # the transforms, so changing those does not rebuild data or index).
@@ -25,11 +27,9 @@ def without_runtime(cfg: dict, section: str) -> dict:
 def job_spec(cfg: dict, *, dataset=None, model=None, sections=()) -> dict:
     """The part of the config a job depends on. Run-time knobs are left out; the job fills them
     from the schema's defaults or $PARTAWARE_RUNTIME."""
-    from .blocks import carried
-
     out = {k: cfg[k] for k in ("seed", "cache", "data", *sections)}
     out["extract"] = {k: cfg["extract"][k] for k in ("shards", "precision")}
-    if dataset and any(carried(cfg, cfg["datasets"][dataset], s) for s in C.splits_of(cfg, dataset)):
+    if dataset and any(blocks_carried(cfg, cfg["datasets"][dataset], s) for s in C.splits_of(cfg, dataset)):
         out["extract"]["blocks_summary"] = cfg["extract"]["blocks_summary"]  # only its jobs rerun on a change
     for section in sections:
         out[section] = without_runtime(cfg, section)
@@ -40,16 +40,12 @@ def job_spec(cfg: dict, *, dataset=None, model=None, sections=()) -> dict:
 
 def task_spec(cfg: dict, dataset: str, model: str, task: str) -> dict:
     """The spec of one evaluation job: the dataset, the model and the task's sections."""
-    from . import tasks
-
     return job_spec(cfg, dataset=dataset, model=model, sections=tasks.get(task).sections())
 
 
 def store_settings(cfg: dict, dataset: str, split: str) -> dict:
     """{section: settings} of the dataset's tasks that shape a store of this split
     (`Task.store_settings`, e.g. the correspondence store's input size); {} for most stores."""
-    from . import kinds, tasks
-
     full = cfg["datasets"][dataset]
     kind = kinds.of(full)
     out = {}
@@ -70,8 +66,6 @@ def extract_spec(cfg: dict, dataset: str, model: str, split: str) -> dict:
 def pairs_spec(cfg: dict, dataset: str) -> dict:
     """The pair table job's spec: the dataset's index keys and `mirror`, `data`, and the
     settings that pick the pairs (`pair_settings` of kinds with keypoint pairs)."""
-    from . import kinds
-
     out = narrow_spec(cfg, dataset=dataset, keys=INDEX_KEYS + ("mirror",), sections=("data",))
     settings = kinds.of(cfg["datasets"][dataset]).pair_settings(cfg, cfg["datasets"][dataset])
     return {**out, **({"correspondence": settings} if settings else {})}
@@ -86,20 +80,17 @@ def narrow_spec(cfg: dict, *, dataset: str, keys, sections=()) -> dict:
 
 def store_signature(cfg: dict, dataset: str, model: str, split: str) -> dict:
     """Everything a feature store depends on; its hash names the cache version."""
-    from . import kinds
-    from .blocks import carried
-
     full = cfg["datasets"][dataset]
     kind = kinds.of(full)
     ds = {k: v for k, v in full.items() if k != "tasks"}
     mean, std = C.normalisation(cfg["models"][model])
     out = {
         "dataset": dataset, "dataset_cfg": ds, "model": model, "model_cfg": cfg["models"][model],
-        "split": split, "view": kind.view_of(split), "arrays": kind.store_arrays(full, split),
+        "split": split, "view": kind.view_of(split), "arrays": roles.store_arrays(full, split),
         "mean": list(mean), "std": list(std), "dtype": cfg["cache"]["dtype"],
         "on_bad_image": cfg["data"]["on_bad_image"],
     }
-    blocks = carried(cfg, full, split)  # per-block summaries: only the stores that hold them, only when on
+    blocks = blocks_carried(cfg, full, split)  # per-block summaries: only the stores that hold them, only when on
     out = {**out, "blocks_summary": blocks} if blocks else out
     settings = store_settings(cfg, dataset, split)  # only stores a task shapes, so others keep their hash
     return {**out, "task_settings": settings} if settings else out

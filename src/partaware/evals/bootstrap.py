@@ -20,7 +20,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-KINDS = ("retrieval", "accuracy", "segmentation")
+from . import clustering
+
+KINDS = ("retrieval", "accuracy", "segmentation", "contingency")
 _BLOCK_ENTRIES = 2**22  # resample multiplicities held at once (B_block x n_images)
 
 
@@ -30,7 +32,8 @@ class ImageSums:
 
     `ids` (n,) int64: the images, sorted, unique; `sums` (n, K) float64. The columns by `kind`:
     retrieval: AP sum per class (C), then query count per class (C); accuracy: correct, count;
-    segmentation: intersection (C), union (C), label pixels (C) per class.
+    segmentation: intersection (C), union (C), label pixels (C) per class; contingency: a flat
+    square cluster x label count table (`evals.clustering`).
     """
     kind: str
     ids: np.ndarray
@@ -150,6 +153,7 @@ STATISTICS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "AP": ("retrieval", _ap), "mAP": ("retrieval", _map),
     "top1": ("accuracy", lambda t: _ratio(t[:, 0], t[:, 1])),
     "mIoU": ("segmentation", _miou), "mAcc": ("segmentation", _macc), "aAcc": ("segmentation", _aacc),
+    "NMI": ("contingency", clustering.nmi), "ARI": ("contingency", clustering.ari),
 }
 
 

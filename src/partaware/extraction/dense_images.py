@@ -18,23 +18,9 @@ import torch
 from ..data.images import describe_transform, patch_transform
 from ..devices import autocast
 from .loaders import WholeImages, decode_or_skip, normalise, split_transform
+from .dense_names import FINAL, STORE_PREFIX, block_array, is_dense_store, store_name  # noqa: F401 (re-exported)
 from .loop import batch_arrays, done_marker, to_host
-
-FINAL = "dense_final"
-STORE_PREFIX = "test_dense"  # the store (split) of a dataset's dense maps: test_dense<size>
-
-
-def store_name(size: int) -> str:
-    """The split name of the dense-map store at input `size` (one store per size)."""
-    return f"{STORE_PREFIX}{int(size)}"
-
-
-def is_dense_store(split: str) -> bool:
-    return split.startswith(STORE_PREFIX) and split[len(STORE_PREFIX):].isdigit()
-
-
-def block_array(block: int) -> str:
-    return f"dense/{int(block)}"
+from .plan import ExtractionPlan, shard_range
 
 
 class DenseImages(WholeImages):
@@ -94,9 +80,6 @@ def dense_step(encoder, device, amp, table, blocks, layout):
 def dense_plan(cfg: dict, images, encoder, device, size: int, blocks, shard: int):
     """The ExtractionPlan of the dense maps of `images` (a `data.pairs.image_table`: `key`,
     `path`, one store row each, in that order) at input `size`, with the raw maps of `blocks`."""
-    from ..kinds.base import ExtractionPlan
-    from ..kinds.part_patches import shard_range
-
     blocks = sorted({int(b) for b in blocks})
     lo, hi = shard_range(len(images), shard, cfg["extract"]["shards"])
     paths = images["path"].tolist()[lo:hi]

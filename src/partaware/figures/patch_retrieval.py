@@ -21,9 +21,9 @@ from PIL import Image, ImageDraw
 
 from ..data.errors import DataError
 from ..data.patchgrid import Grid
+from ..projection import HEAD_FORMATS, projected_model  # noqa: F401 (re-exported)
 from . import tiles as T
 
-HEAD_FORMATS = ("mocov3", "dino", "ibot")  # checkpoint formats whose files may hold a projection head
 PATCH_KEYS = ("patch_k", "n_queries", "patch_queries", "patch_features", "seed", "patch_tile")
 FEATURE_TITLES = {"mean": "encoded (mean)", "cls": "encoded (CLS)", "proj": "projected"}
 ORANGE = (235, 130, 0)    # a neighbour cut from the query's own image
@@ -51,28 +51,6 @@ def patch_settings(cfg: dict, dataset: str) -> dict:
     out = figure_settings(cfg, dataset, PATCH_KEYS)
     out["patch_queries"] = list((out["patch_queries"] or {}).get(dataset) or [])
     return out
-
-
-def projected_model(cfg: dict) -> str | None:
-    """The encoder of the encoded-vs-projected figure (the paper's Figure 4: MoCo v3):
-    `figures.projected_model`, else the first model whose checkpoint format may carry a
-    projection head (mocov3, dino, ibot); None when there is none."""
-    from ..config import ConfigError
-
-    models = cfg["models"]
-    chosen = (cfg.get("figures") or {}).get("projected_model")
-    if chosen is None:
-        return next((m for m, spec in models.items()
-                     if spec["weights"] == "checkpoint" and spec.get("format") in HEAD_FORMATS), None)
-    if chosen not in models:
-        raise ConfigError(f"config key figures.projected_model: {chosen!r} is not a configured model; use one of "
-                          f"{', '.join(models)}")
-    spec = models[chosen]
-    if spec["weights"] != "checkpoint" or spec.get("format") not in HEAD_FORMATS:
-        raise ConfigError(f"config key figures.projected_model: model {chosen!r} cannot have a projection head "
-                          f"(weights: {spec['weights']}, format: {spec.get('format')}); name a model with "
-                          f"weights: checkpoint and format {', '.join(HEAD_FORMATS)}")
-    return chosen
 
 
 # --------------------------------------------------------------------------------- queries

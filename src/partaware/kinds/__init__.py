@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from ..data.errors import DataError
-from .base import ExtractionPlan, Kind
+from .base import ExtractionPlan, Kind, Readers
 
 _MODULES = ("cub", "coco", "segfolder", "imagefolder", "patchgrid", "spair")
 KINDS: dict[str, Kind] = {}
@@ -50,4 +50,4 @@ def build_part_index(ds: dict):
     return of(ds).read_index(ds)
 
 
-__all__ = ["ExtractionPlan", "Kind", "KINDS", "build_part_index", "get", "names", "of", "register"]
+__all__ = ["ExtractionPlan", "Kind", "Readers", "KINDS", "build_part_index", "get", "names", "of", "register"]

@@ -7,14 +7,15 @@ from ..data import parts as P
 from ..data.cub import DEFAULT_PARTS, cub_patches
 from ..data.errors import DataError
 from . import register
+from .box_crops import CROP_ROLE, BoxCrops
 from .keypoint_pairs import KeypointPairs
 from .part_patches import PartKind
 
 
 @register
-class Cub(KeypointPairs, PartKind):
+class Cub(BoxCrops, KeypointPairs, PartKind):
     name = "cub"
-    roles = PartKind.roles + ("dense",)  # dense maps of test images for the correspondence task
+    roles = PartKind.roles + ("dense", CROP_ROLE)  # dense maps: correspondence; box crops: part discovery
     default_parts = DEFAULT_PARTS
     default_retrieval = ("train", "test")  # all 11,788 images, as the paper
     required = ("root",)

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .base import ExtractionPlan, Kind
-from .part_patches import shard_range
+from .. import blocks as B
+from ..errors import ConfigError, DataError
+from ..extraction.plan import ExtractionPlan, shard_range
+from .base import Kind, Readers
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ class ImageFolder(Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         splits = ds["splits"]
         if len(splits) != 2 or splits[0] == splits[1]:
             raise ConfigError(f"config key {where}.splits: give the training split's folder, then the evaluated "
@@ -77,8 +77,6 @@ class ImageFolder(Kind):
 
     def _folder(self, ds: dict, split: str) -> tuple[str, bool]:
         """A store name -> (its split folder, whether it is the attentive subset)."""
-        from ..data.errors import DataError
-
         if split in ds["splits"]:
             return split, False
         if split.endswith(SUBSET) and split[:-len(SUBSET)] in ds["splits"]:
@@ -86,7 +84,7 @@ class ImageFolder(Kind):
         raise DataError(f"dataset {ds.get('name', '?')!r}: no split {split!r}; its stores are "
                         f"{', '.join(self.stores('pair', ds) + self.stores('tokens', ds))}")
 
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         return ["cls", "mean"] + (["tokens"] if self._folder(ds, split)[1] else [])
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
@@ -117,10 +115,9 @@ class ImageFolder(Kind):
         return (f"whole image -> RGB -> resize shorter {ds['resize']} bicubic, center crop {ds['size']} -> "
                 f"to_tensor -> normalize mean=({m}) std=({s}) (one cached fixed view, no augmentation)")
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import torch
 
-        from .. import blocks as B
         from ..data.images import patch_transform
         from ..extraction.loaders import WholeImages, collate_patches, split_transform
         from ..extraction.steps import part_step
@@ -132,7 +129,7 @@ class ImageFolder(Kind):
         paths = [p for p, _ in samples[lo:hi]]
         label_of = np.array([label for _, label in samples], np.int64)  # by global row
         mean, std = encoder.mean_std
-        blocks = B.resolve(B.carried(cfg, ds, split), encoder.depth, encoder.info.get("arch", ""))
+        blocks = B.resolve(readers.blocks, encoder.depth, encoder.info.get("arch", ""))
         with torch.inference_mode():
             probe = B.encode(encoder, torch.zeros(1, 3, ds["size"], ds["size"], device=device), blocks)
         arrays = self.store_arrays(ds, split) + [a for a in B.array_names(blocks) if a in probe]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..extraction.dense_images import is_dense_store
+from ..data.errors import DataError
+from ..extraction.dense_names import is_dense_store
+from .base import Readers
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ class KeypointPairs:
         for message in skipped:
             log.warning("%s", message)
         if pairs.empty:
-            from ..data.errors import DataError
-
             raise DataError(f"dataset {ds.get('name', '?')!r}: no keypoint pairs (correspondence needs two test "
                             "images of one class, or listed test pairs); check the dataset's files")
         write_pairs(pairs, out)
@@ -57,12 +57,12 @@ class KeypointPairs:
                  int(pairs["visible"].sum()))
 
     # ---- the dense store (the other splits: the base kind's)
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         """The dense store: final-token maps and the original image sizes (per-block maps enter
         its signature through the task's `store_settings`)."""
         if is_dense_store(split):
             return ["dense_final", "size"]
-        return super().store_arrays(ds, split)
+        return super().store_arrays(ds, split, readers)
 
     def view_of(self, split: str) -> str:
         return "square" if is_dense_store(split) else super().view_of(split)
@@ -75,9 +75,9 @@ class KeypointPairs:
     def input_size(self, cfg: dict, ds: dict, split: str) -> int:
         return cfg["correspondence"]["size"] if is_dense_store(split) else super().input_size(cfg, ds, split)
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard):
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()):
         if not is_dense_store(split):
-            return super().plan(cfg, dataset, split, encoder, device, index_path, shard)
+            return super().plan(cfg, dataset, split, encoder, device, index_path, shard, readers)
         from ..data.pairs import image_table, read_pairs
         from ..extraction.dense_images import dense_plan
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import parts as P
-from .base import ExtractionPlan, Kind
-
-def shard_range(n_rows: int, shard: int, shards: int) -> tuple[int, int]:
-    """Contiguous, near-equal row ranges: shard k of n covers [lo, hi)."""
-    bounds = np.linspace(0, n_rows, shards + 1).round().astype(int)
-    return int(bounds[shard]), int(bounds[shard + 1])
+from .. import blocks as B
+from ..extraction.plan import ExtractionPlan, shard_range
+from .base import Kind, Readers
 
 
 class PartKind(Kind):
@@ -34,10 +31,10 @@ class PartKind(Kind):
         """`all` (every patch: retrieval's gallery), `train` and `test` (the probes)."""
         return ["all"] if role == "gallery" else ["train", "test"]
 
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         """`cls`, `mean`, `proj`, then what the tasks reading the split need besides (`Task.arrays`)."""
         wanted = ["cls", "mean", "proj"]
-        return wanted + [a for t in self.readers(ds, split) for a in t.arrays if a not in wanted]
+        return wanted + [a for a in readers.arrays if a not in wanted]
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
         return [f"results/index/{ds['name']}/{split}.parquet"]
@@ -54,11 +51,10 @@ class PartKind(Kind):
         for split in splits:
             P.write_index(P.select_split(index, split), Path(outdir) / f"{split}.parquet")
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import pandas as pd
         import torch
 
-        from .. import blocks as B
         from ..data.images import describe_transform, patch_transform
         from ..extraction.loaders import PatchImages, collate_patches, split_transform
         from ..extraction.steps import part_step
@@ -68,10 +64,10 @@ class PartKind(Kind):
         index = pd.read_parquet(index_path)
         lo, hi = shard_range(len(index), shard, cfg["extract"]["shards"])
         index = index.iloc[lo:hi]
-        blocks = B.resolve(B.carried(cfg, ds, split), encoder.depth, encoder.info.get("arch", ""))
+        blocks = B.resolve(readers.blocks, encoder.depth, encoder.info.get("arch", ""))
         with torch.inference_mode():
             probe = B.encode(encoder, torch.zeros(1, 3, ds["size"], ds["size"], device=device), blocks)
-        arrays = [a for a in self.store_arrays(ds, split) + B.array_names(blocks) if a in probe]
+        arrays = [a for a in self.store_arrays(ds, split, readers) + B.array_names(blocks) if a in probe]
         chunk_rows, dtype = cfg["cache"]["chunk_rows"], cfg["cache"]["dtype"]
         layout = {a: (tuple(probe[a].shape[1:]), dtype, 1 if a == "tokens" else chunk_rows) for a in arrays}
         layout["label"] = ((), "int64", chunk_rows)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..projection import projected_model
 from . import register
-from .base import ExtractionPlan, Kind
-from .part_patches import shard_range
+from ..errors import ConfigError
+from ..extraction.plan import ExtractionPlan, shard_range
+from .base import Kind, Readers
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +57,19 @@ class PatchGrid(Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         if ds["resize"] < ds["size"]:
             raise ConfigError(f"config key {where}.resize: {ds['resize']} is below size {ds['size']}; the centre "
                               f"crop of `size` needs resize >= size (the paper: 256 and 224)")
         if ds.get("stride") is not None and ds["stride"] > ds["size"]:
             raise ConfigError(f"config key {where}.stride: {ds['stride']} is above the patch side {ds['size']}, "
                               "which leaves pixels of the view in no patch; use at most size (the paper: size / 2)")
-        from ..figures.patch_retrieval import projected_model
-
         projected_model(cfg)  # checks figures.projected_model
 
     # ---- stores
     def stores(self, role: str, ds: dict) -> list[str]:
         return [STORE]  # figures only (rules/figures.smk): patch_retrieval writes no result file
 
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         return ["cls", "mean"] + (["proj"] if ds["proj_max_dim"] else [])
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
@@ -96,7 +94,7 @@ class PatchGrid(Kind):
 
         return list_images(ds["root"], ds.get("max_images"))
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import torch
         from torchvision import transforms as T
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..data.segfolder import LAYOUTS
 from . import register
-from .base import ExtractionPlan, Kind
-from .part_patches import shard_range
+from ..errors import ConfigError, seg_protocols
+from ..extraction.plan import ExtractionPlan, shard_range
+from .base import Kind, Readers
 
 SCALE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
 LAYOUT = {"enum": list(LAYOUTS), "description": "mmseg: img/<split>, <dir>/<split> (ADE20K-Part, Pascal-Part, "
@@ -64,8 +65,6 @@ class SegFolder(Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError, seg_protocols
-
         if "paper" in seg_protocols(cfg) and "pipeline" not in ds:
             raise ConfigError(f"config key {where}.pipeline: required by segmentation.protocol paper: a preset "
                               "(ade20k, pascal, lip) or {crop, train_scale, test_scale, stride}")
@@ -98,7 +97,7 @@ class SegFolder(Kind):
             return PRESETS[spec]
         return SegPipeline(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
-    def store_arrays(self, ds: dict, split: str) -> list[str]:
+    def store_arrays(self, ds: dict, split: str, readers: Readers = Readers()) -> list[str]:
         return [f"layers/{b}" for b in ds["blocks"]] + [f"labels/{k}" for k in ds["label_sets"]]
 
     def extract_inputs(self, ds: dict, split: str) -> list[str]:
@@ -119,7 +118,7 @@ class SegFolder(Kind):
             s["row"] = i
         return samples
 
-    def plan(self, cfg, dataset, split, encoder, device, index_path, shard) -> ExtractionPlan:
+    def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import torch
 
         from ..extraction.loaders import SegImages, collate_seg

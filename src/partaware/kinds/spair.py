@@ -9,6 +9,7 @@ confusion).
 from __future__ import annotations
 
 from . import register
+from ..errors import ConfigError
 from .base import Kind
 from .keypoint_pairs import KeypointPairs
 
@@ -30,8 +31,6 @@ class SPair(KeypointPairs, Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         for category, pairs in ds["mirror"].items():
             seen: set[str] = set()
             for a, b in pairs:

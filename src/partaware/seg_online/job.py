@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import kinds
+from .. import kinds, roles
 from ..data import segfolder
 from ..data.errors import DataError
 from ..devices import autocast_dtype, resolve_device
@@ -58,7 +58,7 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
     device = resolve_device(cfg["device"])
     amp = autocast_dtype(cfg["extract"]["precision"], device)
     encoder = build_encoder({**mcfg, "img_size": pipeline.crop}, checkpoint).to(device).eval()
-    train_split, val_split = kind.task_splits(ds, "segmentation")
+    train_split, val_split = roles.task_splits(kind, ds, "segmentation")
     train, skipped_train = screen(kind.samples(ds, train_split), cfg["data"]["on_bad_image"])
     val, skipped_val = screen(kind.samples(ds, val_split), cfg["data"]["on_bad_image"])
     for reason in skipped_train + skipped_val:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from importlib import import_module
 
+from ..errors import ConfigError
 from .base import Task
 
 _MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "knn",
-            "correspondence")
+            "correspondence", "part_discovery")
 TASKS: dict[str, Task] = {}
 _loaded = False
 
@@ -35,8 +36,6 @@ def _load() -> None:
             try:
                 import_module(module.strip())
             except ImportError as err:
-                from ..config import ConfigError
-
                 raise ConfigError(f"$PARTAWARE_TASKS: cannot import the task module {module.strip()!r} ({err}); "
                                   "put it on PYTHONPATH or unset the variable") from None
 
@@ -45,8 +44,6 @@ def get(name: str) -> Task:
     """The task called `name`, or one config error listing the known ones."""
     _load()
     if name not in TASKS:
-        from ..config import ConfigError
-
         raise ConfigError(f"unknown task {name!r}; use one of {', '.join(names())} (partaware/tasks/)")
     return TASKS[name]
 

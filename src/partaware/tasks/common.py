@@ -24,14 +24,12 @@ def _image_ids(cfg: dict, ctx: dict, store: FeatureStore, valid: np.ndarray) -> 
     """The image id of each valid row, which the bootstrap resamples: the `image` array of a part
     kind's store (its rows are patches); kinds without a part index store one row per image, so
     there `row` is the image. None (no interval, said once) for a part store extracted before
-    stores held `image`."""
-    from .. import kinds
-
+    stores held `image`. Whether rows are images is the kind's to say (`Kind.has_index`); the
+    evaluate command puts it in `ctx["rows_are_images"]`, so tasks never ask a kind."""
     names = store.array_names()
     if "image" in names:
         return store.read("image")[valid]
-    ds = cfg["datasets"].get(ctx["dataset"], {})
-    if "row" in names and "kind" in ds and not kinds.of(ds).has_index:
+    if "row" in names and ctx.get("rows_are_images"):
         return store.read("row")[valid]
     log.info("%s holds no image ids (extracted before stores kept them): no confidence intervals from it; "
              "delete the store and rerun the workflow to get them", store.paths[0])

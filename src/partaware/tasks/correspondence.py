@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..evals import correspondence as C
+from ..errors import ConfigError
 from ..evals.bootstrap import ImageSums
-from ..extraction.dense_images import FINAL, block_array, store_name as dense_store
+from ..extraction.dense_names import FINAL, block_array, store_name as dense_store
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from . import register
@@ -140,8 +141,6 @@ class Correspondence(Task):
         return {"size": cc["size"], "blocks": sorted(set(cc["blocks"])), **kind.pair_settings(cfg, ds)}
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
-
         alphas = cfg["correspondence"]["alphas"]
         if len(set(alphas)) != len(alphas):
             raise ConfigError(f"config key correspondence.alphas: {alphas} lists a threshold twice; list each once")

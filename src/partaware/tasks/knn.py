@@ -16,9 +16,12 @@ import logging
 
 import numpy as np
 
+from ..blocks import array_of, features as block_features
+from ..errors import ConfigError
 from ..evals.knn import METRICS as NEIGHBOUR_METRICS  # numpy only: faiss is imported when a search runs
 from . import register
 from .base import Task
+from .common import _as_stored, _image_ids, _sums, _valid
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,6 @@ class KnnTask(Task):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..config import ConfigError
         from ..evals.neighbours import INSTALL, faiss_installed
 
         if not faiss_installed():
@@ -95,14 +97,11 @@ class KnnTask(Task):
 
 def knn_rows(cfg: dict, ctx: dict, stores: list) -> list[dict]:
     """The rows of `stores` = [database, queries], or [one store] searched leave-one-out."""
-    from ..blocks import array_of, features as block_features
-    from ..config import ConfigError
     from ..coverage import combined, min_class_count, store_coverage
     from ..evals.knn import evaluate_knn, top1_metric
     from ..evals.neighbours import Chunks, SearchSpec
     from ..intervals import attach, settings as stats_settings
     from ..results import result_row
-    from .common import _as_stored, _image_ids, _sums, _valid
 
     kc = cfg["knn"]
     db, qs = stores[0], stores[-1]

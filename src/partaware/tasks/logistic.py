@@ -2,6 +2,7 @@
 on a held-out part of the train store: a probe without SGD's epochs and learning rate."""
 from __future__ import annotations
 
+from ..blocks import array_of, features as block_features
 from ..coverage import combined, min_class_count
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
@@ -12,7 +13,6 @@ from .common import _as_stored, _image_ids, _split_xy, _sums, _valid
 
 
 def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
-    from ..blocks import array_of, features as block_features
     from ..evals.probes import train_logistic
 
     lc = cfg["logistic"]

@@ -3,6 +3,7 @@ patches of a patch grid. Figures only: no result rows (rules/figures.smk draws t
 `patches` store)."""
 from __future__ import annotations
 
+from ..projection import projected_model
 from . import register
 from .base import Task
 
@@ -17,7 +18,5 @@ class PatchRetrieval(Task):
     def figures(self, cfg, dataset):
         """Neighbours of query patches; with a projection-head encoder and `proj_max_dim`, also
         encoded vs projected (the paper's Figure 4)."""
-        from ..figures.patch_retrieval import projected_model
-
         projected = projected_model(cfg) and cfg["datasets"][dataset]["proj_max_dim"]
         return ["patch_retrieval"] + (["patch_retrieval_projected"] if projected else [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import seg_protocols
+from ..errors import seg_protocols
 from ..devices import resolve_device
 from ..coverage import combined, store_coverage
 from ..intervals import attach, settings as stats_settings
@@ -163,7 +163,4 @@ class Segmentation(Task):
 
     def figures(self, cfg, dataset):
         """The cached feature maps, where the cached protocol stores them."""
-        from .. import kinds
-
-        ds = cfg["datasets"][dataset]
-        return ["feature_maps"] if self.splits(kinds.of(ds), ds, cfg) else []
+        return ["feature_maps"] if "cached" in seg_protocols(cfg) else []

@@ -1,0 +1,87 @@
+"""The package's layers (docs/design.md, "Layers"): no import cycle, imports point down, the core
+modules import each other at module level, each imports alone, no module over 300 lines."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from import_graph import SRC, cycles, edges, modules
+
+# bottom to top; a module not named here is in the foundation (layer 0: data, models, evals,
+# store, extraction, the shared errors, ...)
+LAYERS = {
+    "kinds": 1, "tasks": 1,                      # the registries
+    "roles": 2, "config": 2, "config_models": 2,   # what joins them, loading and validation
+    "specs": 3,                                  # job specs and store signatures
+    "cli": 4, "cli_parser": 4, "cli_figures": 4, "extract": 4, "seg_online": 4, "report": 4,
+    "report_sections": 4, "figures": 4, "inspect_store": 4, "inspect_verify": 4, "api": 4, "paper": 4,
+    "": 4,                                       # partaware/__init__ (loads the public API lazily)
+}
+# The imports that run from a lower layer upward, each with why it stays (at most four).
+UPWARD = {
+    ("partaware.evals.bootstrap", "partaware.tasks"):
+        "a metric's bootstrap statistic is declared by its task (Task.metrics); a function-level lookup",
+    ("partaware.intervals", "partaware.config"):
+        "a job config without `stats` gets the schema's defaults, which config assembles",
+}
+CORE = ("errors", "blocks", "roles", "config", "config_models", "specs", "kinds", "tasks", "projection")
+HEAVY = ("torch", "torchvision", "timm", "faiss", "matplotlib")
+MAX_LINES = 300
+
+
+def _layer(module: str) -> int:
+    return LAYERS.get(module.removeprefix("partaware").lstrip(".").split(".")[0], 0)
+
+
+def _core(module: str) -> bool:
+    return module.removeprefix("partaware").lstrip(".").split(".")[0] in CORE
+
+
+def test_the_package_has_no_import_cycle():
+    found = cycles(edges())
+    assert not found, "import cycles (module-level and function-level imports): " + "; ".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_imports_point_down_the_layers_but_for_the_listed_few():
+    upward = {(e.source, e.target): e for e in edges() if _layer(e.target) > _layer(e.source)}
+    unlisted = [f"{e.source}:{e.line} -> {e.target}" for key, e in upward.items() if key not in UPWARD]
+    assert not unlisted, f"imports from a lower layer upward (docs/design.md, Layers): {unlisted}"
+    assert set(upward) == set(UPWARD), f"listed upward imports that no longer exist: {set(UPWARD) - set(upward)}"
+    assert len(UPWARD) <= 4
+
+
+def test_core_modules_import_each_other_at_module_level():
+    inner = [f"{e.source}:{e.line} -> {e.target}" for e in edges()
+             if not e.top_level and _core(e.source) and _core(e.target)]
+    assert not inner, f"function-level imports among the core modules: {inner}"
+
+
+def test_the_registries_import_neither_config_specs_nor_each_other():
+    bad = [f"{e.source}:{e.line} -> {e.target}" for e in edges()
+           if _layer(e.source) == 1 and (_layer(e.target) > 1 or
+                                         e.source.split(".")[1] != e.target.split(".")[1] and _layer(e.target) == 1)]
+    assert not bad, f"kinds/ and tasks/ import only below them: {bad}"
+
+
+def test_extraction_never_imports_a_kind():
+    bad = [f"{e.source}:{e.line} -> {e.target}" for e in edges()
+           if e.source.startswith("partaware.extraction") and _layer(e.target) > 0]
+    assert not bad, f"extraction/ is below the kinds: {bad}"
+
+
+def test_no_module_is_over_300_lines():
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them along their seams): {long}"
+
+
+def test_each_core_module_imports_alone_in_a_fresh_interpreter():
+    # the registries' own members (kinds.cub, tasks.knn, ...) are imported by their registry
+    names = sorted(m for m in modules() if _core(m) and (m.count(".") == 1 or m.endswith(".base")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    runs = {m: subprocess.Popen([sys.executable, "-c", f"import {m}"], env=env, stderr=subprocess.PIPE, text=True)
+            for m in names}
+    failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in runs.items()}
+    failed = {m: err for m, err in failed.items() if runs[m].returncode}
+    assert not failed, f"core modules that do not import alone: {failed}"
