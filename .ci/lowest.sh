@@ -27,7 +27,8 @@ export PATH="$VENV/bin:$PATH"
 python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile \
     tests/test_config.py tests/test_store.py tests/test_store_integrity.py tests/test_api.py \
     tests/test_evals_metrics.py tests/test_evals_retrieval.py tests/test_evals_knn.py \
-    tests/test_tasks_knn.py tests/test_cli_errors.py tests/test_cli_version.py tests/test_packaging.py
+    tests/test_tasks_knn.py tests/test_tasks_part_discovery.py tests/test_cli_errors.py tests/test_cli_version.py \
+    tests/test_packaging.py
 echo "lowest: tests done at $((SECONDS - start)) s"
 cd "$WORK"
 # a workflow's output is long: its tail is shown, its last 60 lines on failure

@@ -226,3 +226,15 @@ def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
 
 def metadata_version(wheel: Path) -> str:
     return wheel.name.split("-")[1]
+
+
+def test_citation_cites_this_version_and_the_study():
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert str(cff["version"]) == project["version"] and cff["license"] == project["license"]
+    (study,) = [r for r in cff["references"] if "Part-Aware" in r["title"]]
+    assert study["doi"] == "10.48550/arXiv.2301.11915" and study["year"] == 2023
+    assert [a["family-names"] for a in study["authors"]][:3] == ["Zhu", "Qi", "Ding"]
