@@ -13,6 +13,7 @@ include: "rules/extract.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/figures.smk"
+include: "rules/explore.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -35,4 +36,5 @@ rule all:
         "results/table.csv",
         "results/table.md",
         figure_targets(),
+        explore_targets(),
     default_target: True

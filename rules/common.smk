@@ -8,6 +8,7 @@ from partaware import kinds
 from partaware import roles
 from partaware import specs
 from partaware import tasks
+from partaware.explore import plan as explore_plan
 from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 from partaware.figures.patch_retrieval import patch_settings, projected_model
 
@@ -244,6 +245,32 @@ def figure_targets():
     out.append("results/figures/summary.png")
     out += ["results/figures/depth.png"] if any(block_summaries(d) for d in CFG["datasets"]) else []
     return out + (["results/figures/contrast.png"] if contrast_datasets() else [])
+
+
+# --------------------------------------------------------------------------------- explorer pages
+def explore_targets():
+    return [str(explore_plan.page_path(d)) for d in explore_plan.planned(CFG)]
+
+
+def explore_inputs(wildcards):
+    """The dense stores of every model, the patch stores (part datasets) and the tables naming their images."""
+    src = explore_plan.require(CFG, wildcards.dataset)  # a dataset without a dense store: one config error
+    out = [store_path(src.dataset, m, src.dense) for m in CFG["models"]]
+    if src.kind == "pairs":
+        out.append(f"results/index/{src.dataset}/pairs.parquet")
+    if src.parts:
+        out += [store_path(src.dataset, m, src.parts) for m in CFG["models"]]
+        out.append(f"results/index/{src.dataset}/{src.parts}.parquet")
+    return out
+
+
+def explore_spec(dataset):
+    """The dataset's spec with every model, `explore`, `correspondence` and the segmentation
+    protocols (whether its maps are cached): a change rebuilds the page."""
+    out = json.loads(spec(dataset=dataset, sections=("explore", "correspondence")))
+    out["models"] = dict(CFG["models"])
+    out["segmentation"] = {"protocol": CFG["segmentation"]["protocol"]}
+    return json.dumps(out, sort_keys=True)
 
 
 wildcard_constraints:

@@ -39,7 +39,8 @@ rule pair_table:
     input:
         pair_inputs,
     output:
-        "results/index/{dataset}/pairs.parquet",
+        pairs="results/index/{dataset}/pairs.parquet",
+        details="results/index/{dataset}/pair_details.parquet",  # what the reporting splits read
     params:
         spec=lambda wc: pairs_spec(wc.dataset),
     log:
@@ -47,7 +48,7 @@ rule pair_table:
     conda:
         "../envs/report.yaml"
     shell:
-        "partaware pairs --spec {params.spec:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
+        "partaware pairs --spec {params.spec:q} --dataset {wildcards.dataset} --out {output.pairs:q} > {log:q} 2>&1"
 
 
 rule fetch_checkpoint:

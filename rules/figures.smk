@@ -10,7 +10,8 @@ rule retrieval_grid:
         stores=lambda wc: [store_path(wc.dataset, m, "all") for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/retrieval_grid.png", caption="../workflow/report/retrieval_grid.rst",
-               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "retrieval grid"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "retrieval grid", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: figure_spec(wc.dataset, GRID_KEYS),
         models=" ".join(CFG["models"]),
@@ -33,7 +34,7 @@ rule patch_retrieval:
     output:
         report("results/figures/{dataset}/patch_retrieval.png", caption="../workflow/report/patch_retrieval.rst",
                category="Figures", subcategory="{dataset}",
-               labels={"dataset": "{dataset}", "figure": "patch retrieval"}),
+               labels={"figure": "patch retrieval", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: patch_figure_spec(wc.dataset),
         models=" ".join(CFG["models"]),
@@ -56,7 +57,7 @@ rule patch_retrieval_projected:
     output:
         report("results/figures/{dataset}/patch_retrieval_projected.png",
                caption="../workflow/report/patch_retrieval_projected.rst", category="Figures",
-               subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "patch retrieval, projected"}),
+               subcategory="{dataset}", labels={"figure": "patch retrieval, projected", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: patch_figure_spec(wc.dataset),
         model=lambda wc: PROJECTED,
@@ -79,7 +80,8 @@ rule correspondence_figure:
         stores=lambda wc: [dense_store(wc.dataset, m) for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/correspondence.png", caption="../workflow/report/correspondence.rst",
-               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "correspondence"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "correspondence", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: spec(dataset=wc.dataset, sections=("correspondence",)),
         models=" ".join(CFG["models"]),
@@ -100,7 +102,8 @@ rule feature_maps:
         stores=lambda wc: [store_path(wc.dataset, m, figure_split(wc.dataset)) for m in CFG["models"]],
     output:
         report("results/figures/{dataset}/feature_maps.png", caption="../workflow/report/feature_maps.rst",
-               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "feature maps"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "feature maps", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: figure_spec(wc.dataset, MAPS_KEYS),
         models=" ".join(CFG["models"]),
@@ -166,7 +169,8 @@ rule part_discovery_figure:
         stores=lambda wc: [p for m in CFG["models"] for p in crop_stores(wc.dataset, m)],
     output:
         report("results/figures/{dataset}/part_discovery.png", caption="../workflow/report/part_discovery.rst",
-               category="Figures", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "part discovery"}),
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "part discovery", "dataset": "{dataset}"}),
     params:
         spec=lambda wc: spec(dataset=wc.dataset, sections=("part_discovery",)),
         models=" ".join(CFG["models"]),

@@ -8,7 +8,7 @@ rule table:
     output:
         csv=report("results/table.csv", caption="../workflow/report/table.rst", category="Results",
                    labels={"figure": "table (tidy CSV)"}),
-        md=report("results/table.md", caption="../workflow/report/table.rst", category="Results",
+        md=report("results/table.md", caption="../workflow/report/table_md.rst", category="Results",
                   labels={"figure": "table"}),
         skipped="results/skipped_images.csv",
     params:

@@ -1,12 +1,10 @@
 """Kind `spair` (kinds/spair.py) and the correspondence wiring of the kinds with keypoint pairs:
-config checks, the pair table, dense-store extraction and evaluation through the CLI on real
-SPair-71k annotation samples, and the workflow's plan for a CUB-kind and an SPair-kind dataset."""
-import json
-import subprocess
-
+config checks, a workflow run on real SPair-71k annotation samples (pair table and details, dense
+store, evaluation, table with the rows by difficulty bucket and on the geometry-aware subset), and
+the workflow's plan for a CUB-kind and an SPair-kind dataset."""
 import pandas as pd
 import pytest
-from workflow_runner import BIN, planned_jobs
+from workflow_runner import planned_jobs, snakemake
 
 from partaware import specs
 from partaware import config as C
@@ -42,36 +40,39 @@ def test_dense_store_signature_follows_the_store_shaping_settings(spair):
     assert C.digest(specs.store_signature(blocks, "sp", "tiny", "test_dense64")) != C.digest(sig)
 
 
-def _run(args, cwd):
-    out = subprocess.run([str(BIN / "partaware"), *args], capture_output=True, text=True, cwd=cwd)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def test_pairs_extract_evaluate_through_the_cli(spair, tmp_path):
-    from partaware import specs
-
-    cfg = C.validate(raw_cfg(spair))
+def test_workflow_table_has_rows_by_bucket_and_on_the_geometry_aware_subset(spair, tmp_path):
+    """The workflow on the real annotations (one tiny encoder): the pair table and its details, the
+    dense store, the task's rows, and table.csv / table.md with the reporting splits."""
+    raw = raw_cfg(spair)
     work = tmp_path / "run"
     work.mkdir()
+    snakemake(work, raw, "results/table.csv")
     index = work / "results" / "index" / "sp"
-    _run(["pairs", "--spec", json.dumps(specs.pairs_spec(cfg, "sp")), "--dataset", "sp",
-          "--out", str(index / "pairs.parquet")], work)
     pairs = pd.read_parquet(index / "pairs.parquet")
     assert pairs["pair"].nunique() == 3 and set(pairs["category"]) == {"aeroplane"}
-    store = work / "results" / "features" / "sp" / "tiny" / "test_dense64.zarr"
-    _run(["extract", "--spec", json.dumps(specs.extract_spec(cfg, "sp", "tiny", "test_dense64")), "--dataset", "sp",
-          "--model", "tiny", "--split", "test_dense64", "--index", str(index / "pairs.parquet"), "--out", str(store)],
-         work)
-    out = work / "results" / "evals" / "sp" / "tiny" / "correspondence.csv"
-    _run(["evaluate", "--spec", json.dumps(specs.task_spec(cfg, "sp", "tiny", "correspondence")),
-          "--task", "correspondence", "--dataset", "sp", "--model", "tiny", "--out", str(out), str(store)], work)
-    rows = pd.read_csv(out)
-    assert set(rows["metric"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "left_right_confusion"}
-    pck = rows[rows["metric"] == "PCK@0.1"].iloc[0]
+    assert len(pd.read_parquet(index / "pair_details.parquet")) == len(pairs)
+    rows = pd.read_csv(work / "results" / "evals" / "sp" / "tiny" / "correspondence.csv")
+    main = rows[~rows["metric"].str.contains(r"\[| per ", regex=True)]
+    assert set(main["metric"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "left_right_confusion"}
+    pck = main[main["metric"] == "PCK@0.1"].iloc[0]
     assert pck["n"] == int(pairs["visible"].sum()) and 0 <= pck["value"] <= 100
-    per_part = pd.read_csv(out.with_name("correspondence_per_part.csv"))
+    per_part = pd.read_csv(work / "results" / "evals" / "sp" / "tiny" / "correspondence_per_part.csv")
     assert set(per_part["part"]) == set(pairs["part"])
+    # the reporting splits (pair_details.parquet): the buckets present in the real files, the geo subset
+    table = pd.read_csv(work / "results" / "table.csv")
+    splits = table[(table["dataset"] == "sp") & table["metric"].str.contains(r"\[| per ", regex=True)]
+    assert {"PCK@0.1 per pair", "PCK@0.1 [viewpoint_variation=0]", "PCK@0.1 [viewpoint_variation=1]",
+            "PCK@0.1 [truncation=2] per point", "PCK@0.1 [occlusion=1]", "PCK@0.1 [geo-aware]",
+            "left_right_confusion [geo-aware]"} <= set(splits["metric"])
+    assert set(splits["model"]) == {"tiny"} and splits["value"].dropna().between(0, 100).all()
+    geo = splits[splits["metric"] == "PCK@0.1 [geo-aware] per point"].iloc[0]
+    assert geo["n"] == 6 and "geometry-aware: 2 of 3 pairs, 6 of 16 keypoints" in geo["notes"]
+    md = (work / "results" / "table.md").read_text()
+    section = md.split("## Part correspondence by difficulty and subset")[1].split("\n## ")[0]
+    assert "| model | per pair | [viewpoint_variation=0] |" in section and "| [geo-aware] |" in section
+    assert [ln.split(" |")[0] for ln in section.splitlines() if ln.startswith("| tiny")] == ["| tiny"]
+    plain = md.split("## Part correspondence (keypoint transfer")[1].split("\n## ")[0]
+    assert "[geo-aware]" not in plain  # the plain section keeps the task's own metrics
 
 
 def test_workflow_plans_correspondence_for_cub_and_spair(spair, tmp_path):

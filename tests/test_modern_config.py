@@ -35,14 +35,24 @@ def _env(tmp_path: Path) -> dict:
             "TORCH_HOME": str(tmp_path / "torch"), "HF_HUB_OFFLINE": "1"}
 
 
+NEWER = ("spair", "partimagenet", "soco")  # the part datasets the field added since the paper
+
+
 def _spair_stand_in(root: Path) -> None:
-    for folder in ("PairAnnotation/test", "ImageAnnotation"):
-        (root / MODERN["datasets"]["spair"]["root"] / folder).mkdir(parents=True, exist_ok=True)
+    """Empty folders of the newer datasets' layouts (a dry run reads no file)."""
+    folders = {"spair": ["PairAnnotation/test", "ImageAnnotation"],
+               "partimagenet": ["images/train", "images/val", "annotations/train", "annotations/val",
+                                "annotations/train_whole", "annotations/val_whole"],
+               "soco": ["Images", "PairAnnotations/intra", "PairAnnotations/cross"]}
+    for dataset, subs in folders.items():
+        for folder in subs:
+            (root / MODERN["datasets"][dataset]["root"] / folder).mkdir(parents=True, exist_ok=True)
 
 
 def test_modern_config_keeps_the_papers_datasets_and_encoders():
-    assert {k: v for k, v in MODERN["datasets"].items() if k != "spair"} == PAPER["datasets"]
-    assert MODERN["datasets"]["spair"]["tasks"] == ["correspondence"]
+    assert {k: v for k, v in MODERN["datasets"].items() if k not in NEWER} == PAPER["datasets"]
+    assert MODERN["datasets"]["spair"]["tasks"] == MODERN["datasets"]["soco"]["tasks"] == ["correspondence"]
+    assert MODERN["datasets"]["partimagenet"]["tasks"] == ["segmentation", "part_discovery_pixels"]
     assert {k: v for k, v in MODERN["models"].items() if k in PAPER["models"]} == PAPER["models"]
     assert len(TIMM_MODELS) == 8 and set(MODERN["models"]) == set(PAPER["models"]) | set(TIMM_MODELS)
     assert {k: v for k, v in MODERN.items() if k not in ("datasets", "models")} == \
@@ -64,7 +74,8 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
     assert jobs["fetch_checkpoint"] == len(PAPER["models"])  # timm weights come from the cache
     assert jobs["extract"] % n_models == 0 and jobs["evaluate"] % n_models == 0
     assert jobs["segment"] == n_models * len(seg_datasets)
-    assert jobs["pair_table"] == 2 and jobs["correspondence_figure"] == 2  # cub, spair
+    assert jobs["pair_table"] == 3 and jobs["correspondence_figure"] == 3  # cub, spair, soco
+    assert "partimagenet" in seg_datasets
     assert jobs["part_discovery_figure"] == 1  # cub (SPair-71k ships no train keypoints in this kind)
     for model in TIMM_MODELS:
         assert f"resources/checkpoints/{model}.pth" not in out.stdout
@@ -73,6 +84,8 @@ def test_modern_config_dry_runs_with_cached_timm_weights(tmp_path):
         assert f"results/evals/cub/{model}/part_discovery.csv" in out.stdout
         assert f"results/features/cub/{model}/test_crop224.zarr" in out.stdout
         assert f"results/features/spair/{model}/test_dense224.zarr" in out.stdout
+        assert f"results/evals/soco/{model}/correspondence.csv" in out.stdout
+        assert f"results/evals/partimagenet/{model}/part_discovery_pixels.csv" in out.stdout
         for dataset in seg_datasets:
             assert f"results/evals/{dataset}/{model}/segmentation_paper.csv" in out.stdout
 

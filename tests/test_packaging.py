@@ -186,6 +186,7 @@ def test_wheel_ships_the_schema_and_the_command(wheel):
         names = z.namelist()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "partaware/config.schema.yaml" in names and "partaware/api.py" in names
+    assert {f"partaware/explore/page.{ext}" for ext in ("html", "js", "css")} <= set(names)  # the explorer page
     assert re.search(r"^partaware = partaware\.cli:main$", entry_points, re.M)
 
 

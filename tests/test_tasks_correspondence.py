@@ -155,6 +155,7 @@ def test_cub_kind_builds_pairs_and_plans_the_dense_store(tmp_path):
 
     from partaware import kinds
     from partaware.data.demo import generate_demo_cub
+    from partaware.data.pair_details import read_details
     from partaware.data.pairs import read_pairs
     from partaware.models import build_encoder
 
@@ -165,6 +166,8 @@ def test_cub_kind_builds_pairs_and_plans_the_dense_store(tmp_path):
     kind.build_pairs(ds, c, tmp_path / "index" / "pairs.parquet")
     pairs = read_pairs(tmp_path / "index" / "pairs.parquet")
     assert pairs["pair"].nunique() == 20 and pairs["visible"].any()
+    details = read_details(tmp_path / "index" / "pairs.parquet")  # keys only: CUB has no reporting splits
+    assert list(details.columns) == ["pair", "part"] and len(details) == len(pairs)
     assert kind.input_size(c, ds, "test_dense64") == 64 and kind.input_size(c, ds, "test") == 112
     assert kind.store_arrays(ds, "test_dense64") == ["dense_final", "size"]
     assert kind.extract_inputs(ds, "test_dense64") == ["results/index/d/pairs.parquet"]

@@ -4,6 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -22,6 +23,30 @@ def finished_run(tiny_run):
 def test_figures_are_drawn(finished_run):
     for name in ("demo_parts/retrieval_grid.png", "demo_seg/feature_maps.png", "summary.png", "contrast.png"):
         assert (finished_run / "results" / "figures" / name).stat().st_size > 1000
+    # the explorer page of the one dataset with a dense store (demo_parts has no correspondence task here)
+    assert sorted(p.name for p in (finished_run / "results" / "explore").iterdir()) == ["demo_seg.html"]
+
+
+@pytest.mark.slow
+def test_explore_page_carries_the_stores_tokens(finished_run):
+    """The segmentation dataset's page (the rule's job): its val images, every cached block, and
+    tokens equal to the store's rows of those images, in float16."""
+    from explore_pipeline import page_payload
+    from partaware.explore.export import decode, to_f16_tokens
+    from partaware.store import open_store
+
+    page = page_payload(finished_run / "results" / "explore" / "demo_seg.html")
+    keys = [im["key"] for im in page["images"]]
+    assert len(keys) == 4 and page["left_out"] == [] and page["parts"] is None  # tiny: 4 val images
+    (model,) = page["models"]
+    assert model["name"] == "tiny_a" and [b["name"] for b in model["blocks"]] == ["layers/2", "layers/4"]
+    ids = sorted(p.stem for p in (finished_run / "results/demo/demo_seg/img/val").iterdir())
+    with open_store(finished_run / "results/features/demo_seg/tiny_a/val.zarr") as store:
+        rows = [int(np.flatnonzero(store.read("row") == ids.index(k))[0]) for k in keys]
+        for block in model["blocks"]:
+            expected = to_f16_tokens(np.concatenate([store.read(block["name"], r, r + 1) for r in rows]))
+            np.testing.assert_array_equal(decode(block["tokens"], expected.shape), expected)
+            assert len(model["pca"][block["name"]]) == 4
 
 
 @pytest.mark.slow
@@ -66,9 +91,9 @@ def test_added_model_runs_only_its_jobs(finished_run):
     added["models"]["tiny_b"] = {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 2}
     jobs = planned_jobs(finished_run, added)
     # 3 part splits + 2 segmentation splits; 5 part tasks + cached segmentation; the paper
-    # protocol's segmentation; the table; the figures that show every model
+    # protocol's segmentation; the table; the figures and the explorer page that show every model
     assert jobs == {"extract": 5, "evaluate": 6, "segment": 1, "table": 1, "summary_plot": 1,
-                    "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1}
+                    "contrast_plot": 1, "retrieval_grid": 1, "feature_maps": 1, "explore": 1}
 
 
 @pytest.mark.slow

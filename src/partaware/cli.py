@@ -214,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: the commands, kinds and tasks
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    args = parser.parse_args(argv)
     if hasattr(args, "spec"):  # a workflow job: it ends when its Snakemake does
         from .watchdog import watch_snakemake
 

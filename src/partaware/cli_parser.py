@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import __version__, tasks  # __version__: the installed metadata's (read on first use)
+from . import __version__, kinds, tasks  # __version__: the installed metadata's (read on first use)
+from .cli_explore import add_explore_command
 from .cli_figures import add_figure_commands
 
 DESCRIPTION = "`partaware`: the one command-line entry point, for the Snakemake rules and for people."
@@ -16,7 +17,8 @@ MODEL_HELP = "a model name of the spec's `models`"
 def build_parser_for(commands) -> argparse.ArgumentParser:
     """The parser of every command; `commands` holds the `cmd_*` functions (partaware.cli), looked
     up when the parser is built."""
-    p = argparse.ArgumentParser(prog="partaware", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="partaware", description=DESCRIPTION,
+                                epilog=f"dataset kinds: {', '.join(kinds.names())}; tasks: {', '.join(tasks.names())}")
     p.add_argument("--version", action="version", version=f"partaware {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -97,6 +99,7 @@ def build_parser_for(commands) -> argparse.ArgumentParser:
     s.add_argument("--stats", action="store_true", help="per-array mean, norm and NaN counts")
     s.set_defaults(fn=commands.cmd_inspect)
     add_figure_commands(sub)
+    add_explore_command(sub)
     return p
 
 

@@ -13,6 +13,7 @@ from .paper import attach_paper
 from .report_discovery import part_discovery_section
 from .report_sections import (_cell, _column, _difference, _span, contrast_section, correspondence_section,  # noqa: F401
                               pairwise_section)
+from .report_splits import is_split_metric, splits_section
 from .results import COLUMNS
 
 KEYS = ["dataset", "task", "label_set", "feature", "protocol", "metric"]
@@ -146,10 +147,14 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               "of the dataset's images with a usable sample (the rest were skipped as bad images). A value "
               f"followed by `(n=.., ..)` rests on too little: under {100 * settings['min_share']:g} % of its "
               f"images, or under {settings['min_per_class']} samples in a class (config `report`). Per-block rows (`block k mean`, `block k cls`) "
-              "are in table.csv and figures/depth.png.\n\n")
-    final = table[~table["feature"].astype(str).map(is_block_feature)] if len(table) else table
+              "are in table.csv and figures/depth.png; correspondence rows by difficulty bucket or subset in their "
+              "own section below.\n\n")
+    final = table[~table["feature"].astype(str).map(is_block_feature) & ~table["metric"].map(is_split_metric)] \
+        if len(table) else table
+    split_cell = lambda v, lo, hi: _cell(v, float("nan"), 1, float("nan"), lo, hi)  # noqa: E731
     write_text(md_path, header + to_markdown(pivot(final, settings)) + contrast_section(table)
-               + correspondence_section(table, inputs) + part_discovery_section(table) + pairwise_section(inputs))
+               + correspondence_section(table, inputs) + splits_section(table, split_cell)
+               + part_discovery_section(table) + pairwise_section(inputs))
     write_text(csv_path, table.to_csv(index=False))
     warn_thin(final, settings)
     return table

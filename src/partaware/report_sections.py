@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .report_splits import is_split_metric
+
 
 def _cell(mean: float, std: float, count: int, paper: float, low: float = float("nan"),
           high: float = float("nan"), ci_images: float = float("nan"), thin: str = "") -> str:
@@ -97,6 +99,7 @@ def correspondence_section(table: pd.DataFrame, inputs: list[Path]) -> str:
     feature, each encoder's PCK@alpha and left/right confusion with their intervals over pairs,
     and the parts it confuses most (from `correspondence_per_part.csv`). Empty without such rows."""
     rows = table[table["task"] == "correspondence"] if "task" in table else table.iloc[:0]
+    rows = rows[~rows["metric"].map(is_split_metric)]  # their own section (`report_splits`)
     if rows.empty:
         return ""
     parts = _per_part(inputs)

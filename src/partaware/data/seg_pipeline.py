@@ -118,6 +118,9 @@ PRESETS: dict[str, SegPipeline] = {
     "ade20k": SegPipeline(crop=512, train_scale=(2048, 512), test_scale=(2048, 512), stride=341),
     "pascal": SegPipeline(crop=480, train_scale=(520, 520), test_scale=(3840, 480), stride=161),
     "lip": SegPipeline(crop=320, train_scale=(1024, 320), test_scale=(4096, 320), stride=161),
+    # PartImageNet (no released mmseg config of the paper): ImageNet-sized images, the 512 views of
+    # ADE20K (kinds/partimagenet.py; README "PartImageNet")
+    "partimagenet": SegPipeline(crop=512, train_scale=(2048, 512), test_scale=(2048, 512), stride=341),
 }
 
 

@@ -49,7 +49,8 @@ NUM_CLASSES = {
     "lip": LIP_CLASSES,
 }
 
-_RESERVED_KEYS = {"id", "img"}
+OFFSET_KEY = "label_offset"  # a sample's {label set: value added before reading} (PartImageNet's 0-based parts)
+_RESERVED_KEYS = {"id", "img", OFFSET_KEY}
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
@@ -154,8 +155,9 @@ def list_samples(root: str | os.PathLike, split: str, label_sets: Mapping[str, s
     return samples
 
 
-def load_label(path: str | os.PathLike, num_classes: int) -> np.ndarray:
-    """Read a label PNG as a (H, W) uint8 array of class indices, checking its values.
+def load_label(path: str | os.PathLike, num_classes: int, offset: int = 0) -> np.ndarray:
+    """Read a label PNG as a (H, W) uint8 array of class indices, checking its values; `offset`
+    is added to every value but 255 first (a release whose classes start at 0, `OFFSET_KEY`).
 
     Allowed values: 0 (background), 1..num_classes, 255 (ignore). Anything else means the
     file belongs to another label set or was saved as colours, which would silently corrupt
@@ -172,6 +174,11 @@ def load_label(path: str | os.PathLike, num_classes: int) -> np.ndarray:
             label = np.array(im, dtype=np.uint8)  # for mode P: the palette indices
     except (OSError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read label image ({e})") from e
+    if offset:
+        if np.any((label != IGNORE) & (label.astype(np.int64) + offset >= IGNORE)):
+            raise DataError(f"{path}: label values up to {int(label[label != IGNORE].max())} + offset {offset} "
+                            f"reach 255 (ignore); this file is not a {num_classes}-class label map")
+        label = np.where(label == IGNORE, label, label + np.uint8(offset)).astype(np.uint8)
     values = np.flatnonzero(uint8_counts(label))  # np.unique's values, by counting
     bad = values[(values > num_classes) & (values != IGNORE)]
     if bad.size:

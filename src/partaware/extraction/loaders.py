@@ -142,7 +142,8 @@ class SegImages(torch.utils.data.Dataset):
                 raise
             return rows, None, str(err)
         # a label outside the declared classes is a config error, never skipped
-        labels = {name: segfolder.load_label(sample[name], spec["classes"])
+        offsets = sample.get(segfolder.OFFSET_KEY, {})
+        labels = {name: segfolder.load_label(sample[name], spec["classes"], offsets.get(name, 0))
                   for name, spec in self.label_sets.items()}
         view_labels = {}
         for name, label in labels.items():

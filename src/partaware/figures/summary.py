@@ -19,7 +19,6 @@ from ..paper import attach_paper
 from .plotting import save_figure
 
 
-
 def headline() -> dict:
     """(task, metric) shown -> their family (one panel per dataset and family) and the group
     label: what each task declares (`Task.headline`, partaware.tasks)."""
@@ -75,8 +74,30 @@ def figure_size(n_panels: int) -> tuple[int, int]:
     return cols * PANEL_W, math.ceil(max(n_panels, 1) / cols) * PANEL_H
 
 
+def tick_label(group: str, width: int = 10) -> str:
+    """A group name broken into lines of about `width` characters at spaces, so neighbouring
+    labels (`part (paper)`, `part (cached)`, ...) never run together."""
+    lines, line = [], ""
+    for word in group.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\n".join(lines + [line])
+
+
 def summary_plot(table_csv, out) -> pd.DataFrame:
     """Draw `results/figures/summary.png` from `results/table.csv`; returns the plotted data."""
+    path = Path(table_csv)
+    table = pd.read_csv(path) if path.stat().st_size > 0 else pd.DataFrame()
+    data = summary_data(table)
+    save_figure(draw_summary(data), out, DPI)
+    return data
+
+
+def draw_summary(data: pd.DataFrame):
+    """The summary figure of `summary_data` (a matplotlib Figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,9 +105,6 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    path = Path(table_csv)
-    table = pd.read_csv(path) if path.stat().st_size > 0 else pd.DataFrame()
-    data = summary_data(table)
     panels = list(data.groupby(["dataset", "family"], sort=False)) if len(data) else []
     width, height = figure_size(len(panels))
     cols = min(MAX_COLS, max(len(panels), 1))
@@ -111,7 +129,7 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
                 ax.bar(x, rec["value"], w * 0.9, color=colours[model], yerr=err, capsize=2)
                 if pd.notna(rec["paper"]):
                     ax.hlines(rec["paper"], x - w * 0.45, x + w * 0.45, colors="black", linewidth=2.5)
-        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set_xticks(np.arange(len(groups)), [tick_label(g) for g in groups], fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_title(f"{dataset}: {family}", fontsize=10)
         top = np.nanmax(np.r_[d["value"].to_numpy(float), d["paper"].to_numpy(float)])
@@ -122,5 +140,4 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
         handles.append(Line2D([], [], color="black", linewidth=2.5, label="paper (Zhu et al.)"))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8)
-    save_figure(fig, out, DPI)
-    return data
+    return fig

@@ -10,7 +10,7 @@ from importlib import import_module
 from ..data.errors import DataError
 from .base import ExtractionPlan, Kind, Readers
 
-_MODULES = ("cub", "coco", "segfolder", "imagefolder", "patchgrid", "spair")
+_MODULES = ("cub", "coco", "segfolder", "imagefolder", "patchgrid", "spair", "soco", "partimagenet")
 KINDS: dict[str, Kind] = {}
 
 

@@ -39,8 +39,14 @@ class KeypointPairs:
         """(pair table (`data.pairs.COLUMNS`), messages of pairs left out)."""
         raise NotImplementedError
 
+    def pair_details(self, ds: dict, cfg: dict, pairs):
+        """Per pair table row (`pair`, `part`), what the correspondence task's reporting splits
+        read (`tasks.correspondence_splits`); the default has nothing beyond the keys."""
+        return pairs[["pair", "part"]]
+
     def build_pairs(self, ds: dict, cfg: dict, out: Path) -> None:
-        """Write the pair table (results/index/<dataset>/pairs.parquet), logging what was left out."""
+        """Write the pair table (results/index/<dataset>/pairs.parquet) and its pair details
+        (`pair_details.parquet` beside it), logging what was left out."""
         from ..data.pairs import write_pairs
 
         pairs, skipped = self.read_pairs(ds, cfg)
@@ -49,6 +55,9 @@ class KeypointPairs:
         if pairs.empty:
             raise DataError(f"dataset {ds.get('name', '?')!r}: no keypoint pairs (correspondence needs two test "
                             "images of one class, or listed test pairs); check the dataset's files")
+        from ..data.pair_details import write_details
+
+        write_details(self.pair_details(ds, cfg, pairs), out)
         write_pairs(pairs, out)
         from ..progress import note_work
 

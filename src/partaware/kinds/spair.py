@@ -51,3 +51,9 @@ class SPair(KeypointPairs, Kind):
         from ..data.spair import spair_pairs
 
         return spair_pairs(ds["root"], "test", ds["mirror"], cfg["data"]["on_bad_image"])
+
+    def pair_details(self, ds: dict, cfg: dict, pairs):
+        """Each pair's difficulty fields and each keypoint's geometry-aware flag (`data.spair_geometry`)."""
+        from ..data.spair_geometry import spair_details
+
+        return spair_details(ds["root"], "test", pairs)

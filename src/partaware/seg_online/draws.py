@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.errors import DataError
-from ..data.segfolder import check_same_size, load_label, load_seg_image, reduce_zero_label
+from ..data.segfolder import OFFSET_KEY, check_same_size, load_label, load_seg_image, reduce_zero_label
 from ..evals.batching import epoch_permutation
 
 # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used it
@@ -44,7 +44,8 @@ def view_rng(draw: int, seed: int) -> np.random.Generator:
 
 def load_labels(sample: Mapping, label_sets: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Every label set of a sample, checked (`load_label`) and `reduce_zero_label`'d, in order."""
-    return {name: reduce_zero_label(load_label(sample[name], classes))
+    offsets = sample.get(OFFSET_KEY, {})
+    return {name: reduce_zero_label(load_label(sample[name], classes, offsets.get(name, 0)))
             for name, classes in label_sets.items()}
 
 

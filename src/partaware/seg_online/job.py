@@ -79,6 +79,7 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
     metrics = evaluate_online(encoder, heads, val, label_sets, pipeline, ds["blocks"], device=device, amp=amp,
                               num_workers=workers, window_batch=sc["window_batch"], log_every_s=sc["log_every_s"])
     ctx, (protocol, notes) = context(cfg, dataset, model), segmentation_protocol(sc, "paper")
+    notes = "; ".join(filter(None, [notes, getattr(kind, "label_note", "")]))  # a kind's labelling choices
     images = [s.get("row", i) for i, s in enumerate(val)]  # the evaluated images, in the order scored
     rows, per_class = [], []
     for name in label_sets:

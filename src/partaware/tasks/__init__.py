@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .base import Task
 
 _MODULES = ("retrieval", "linear", "attentive", "logistic", "segmentation", "patch_retrieval", "knn",
-            "correspondence", "part_discovery")
+            "correspondence", "part_discovery", "part_discovery_pixels")
 TASKS: dict[str, Task] = {}
 _loaded = False
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.pair_details import read_details
 from ..evals import correspondence as C
 from ..errors import ConfigError
 from ..evals.bootstrap import ImageSums
@@ -23,6 +24,7 @@ from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from . import register
 from .base import Task
+from .correspondence_splits import split_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class _Metrics(Mapping):
     resampled as the `top1` statistic (`evals.bootstrap`)."""
 
     def __contains__(self, metric):
+        metric = metric.split(" ", 1)[0] if isinstance(metric, str) else metric  # a split's rows: `PCK@0.1 [..]`
         if metric == C.CONFUSION:
             return True
         if not isinstance(metric, str) or not metric.startswith("PCK@"):
@@ -168,6 +171,7 @@ class Correspondence(Task):
         stats = stats_settings(cfg)
         features = [(None, FINAL)] + [(b, block_array(b)) for b in cc["blocks"]]
         rows, per_part = [], []
+        details = read_details(path)
         for block, array in features:
             if array not in store.array_names():
                 raise KeyError(f"{store.paths[0]}: no array {array!r}; the store predates correspondence.blocks "
@@ -181,6 +185,9 @@ class Correspondence(Task):
                 log.warning("%s: %d pair(s) name images skipped at extraction; they are left out", ctx["dataset"],
                             skipped)
             rows += self._rows(ctx, feature_name(block), res, cc, skipped, stats)
+            predict = lambda s, t, xy, m=maps: C.transfer(m[s], m[t], xy, sizes[s], sizes[t],  # noqa: E731
+                                                          (size, size), patch, cc["refine"])
+            rows += split_rows(ctx, self, feature_name(block), res, details, cc, stats, predict, pairs)
             per_part += [{**ctx, "task": self.name, "feature": feature_name(block), "refine": cc["refine"],
                           **{k: 100 * v if k in self.metrics else v for k, v in r.items()}}  # in %, as the table
                          for r in res.per_part()]

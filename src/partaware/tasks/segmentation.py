@@ -73,6 +73,7 @@ def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureSto
     ds, sc = cfg["datasets"][ctx["dataset"]], cfg["segmentation"]
     device = resolve_device(cfg["device"])
     protocol, notes = segmentation_protocol(sc, "cached")
+    notes = "; ".join(filter(None, [notes, val.attrs.get("label_note", "")]))  # a kind's labelling choices
     n = int(_valid(val).sum())
     cover = combined(store_coverage(train, _valid(train)), store_coverage(val, _valid(val)))
     # one row per image; the test batches serve the valid rows in stored order
