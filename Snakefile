@@ -4,7 +4,7 @@
 # See README.md and docs/design.md.
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.16.3")  # as pyproject.toml: older 9.x fail in rules/common.smk
 
 
 include: "rules/common.smk"

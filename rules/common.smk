@@ -13,9 +13,11 @@ from partaware.figures import GRID_KEYS, MAPS_KEYS, figure_settings
 from partaware.figures.patch_retrieval import patch_settings, projected_model
 
 # No `configfile:` directive: with --configfile only that file counts (a directive would merge
-# the demo datasets into every other config).
+# the demo datasets into every other config). The default is found beside this workflow's own
+# source, not the main Snakefile's folder, so a workflow that imports this one as a `module`
+# without `config:` runs the demo (source_path also fetches it when the module comes from GitHub).
 if not config:
-    config.update(C.load_yaml(os.path.join(workflow.basedir, "config.yaml")))
+    config.update(C.load_yaml(str(workflow.source_path("../config.yaml"))))
 try:
     CFG = C.validate(dict(config))
 except C.ConfigError as err:

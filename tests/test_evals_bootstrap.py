@@ -318,7 +318,9 @@ def test_stores_without_image_ids_still_evaluate_without_intervals(tmp_path, cap
            "stats": STATS, "datasets": {"parts": {"kind": "cub"}, "folder": {"kind": "imagefolder"}}}
     with open_store(tmp_path / "all.h5") as store, caplog.at_level(logging.INFO, logger="partaware.tasks.common"):
         parts = tasks.get("retrieval").rows(cfg, {"dataset": "parts", "model": "m", "group": "", "weights": "w"}, [store])[0]
-        folder = tasks.get("retrieval").rows(cfg, {"dataset": "folder", "model": "m", "group": "", "weights": "w"}, [store])[0]
+        # the evaluate command tells tasks that an image folder's rows are its images (cli.cmd_evaluate)
+        folder = tasks.get("retrieval").rows(cfg, {"dataset": "folder", "model": "m", "group": "", "weights": "w",
+                                                   "rows_are_images": True}, [store])[0]
     assert all(np.isnan(r["ci_low"]) and "_sums" not in r for r in parts) and parts[0]["value"] > 0
     assert "holds no image ids" in caplog.text and "delete the store and rerun" in caplog.text
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in folder)

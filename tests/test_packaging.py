@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
+
+from readme_example import module_example
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "partaware"
@@ -46,10 +49,11 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "project"
     src.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", src)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src)
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     # the build backend the running Python has, if recent enough, saves an isolated build env (~30 s)
-    isolation = ["--no-build-isolation"] if _has_setuptools(68) else []
+    isolation = ["--no-build-isolation"] if _has_setuptools(77) else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(tmp / "dist"),
                     str(src)], check=True)
     (found,) = (tmp / "dist").glob("partaware-*.whl")
@@ -159,9 +163,22 @@ def test_python_versions_and_zarr_bounds(metadata):
         env = {"python_version": version, "python_full_version": version + ".0"}
         zarr = [r for r in base if r.name == "zarr" and (r.marker is None or r.marker.evaluate(env))]
         assert len(zarr) == 1, f"Python {version}: one zarr requirement, found {zarr}"
-        assert zarr[0].specifier.contains(newest_allowed) and zarr[0].specifier.contains("3.1.3")
-        assert not zarr[0].specifier.contains("3.1.2")
+        assert zarr[0].specifier.contains(newest_allowed) and zarr[0].specifier.contains("3.1.6")
+        assert not zarr[0].specifier.contains("3.1.5")  # no Array.with_config (store/backends.py)
     assert not Marker("python_version < '3.12'").evaluate({"python_version": "3.12"})
+
+
+def test_metadata_has_licence_readme_and_urls(wheel, metadata):
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    with zipfile.ZipFile(wheel) as z:
+        licence = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/licenses/LICENSE"))).decode()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert metadata.get_payload().startswith("# partaware") and "## Install" in metadata.get_payload()
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL"))
+    assert {"Documentation", "Source"} <= set(urls) and all(u.startswith("https://") for u in urls.values())
+    assert metadata["Version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def test_wheel_ships_the_schema_and_the_command(wheel):
@@ -175,22 +192,50 @@ def test_wheel_ships_the_schema_and_the_command(wheel):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PARTAWARE_VENV_TEST"),
-                    reason="installs torch into a fresh venv (minutes); set PARTAWARE_VENV_TEST=1")
+                    reason="installs torch into a fresh venv (~2 min); set PARTAWARE_VENV_TEST=1 (.ci/run does)")
 def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
-    """What a user gets from `pip install -c constraints.txt partaware`: the command runs."""
-    venv = tmp_path / "venv"
+    """What a user gets from the README's first install line, `pip install "partaware[cpu]"` (here
+    the wheel, with constraints.txt's versions), in a folder outside the repository: the command,
+    `python -m partaware`, the demo config's check and the README's `module` example's dry run."""
+    venv, user = tmp_path / "venv", tmp_path / "my-workflow"
+    user.mkdir()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    start = time.monotonic()
-    subprocess.run([venv / "bin/pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel], check=True, env=env)
-    print(f"install: {time.monotonic() - start:.0f} s")
-    help_text = subprocess.run([venv / "bin/partaware", "--help"], check=True, env=env, cwd=tmp_path,
-                               capture_output=True, text=True).stdout
-    assert "check-config" in help_text and "inspect" in help_text
-    out = subprocess.run([venv / "bin/partaware", "check-config", ROOT / "config.yaml"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0 and "config.yaml: OK" in out.stdout, out.stdout + out.stderr
-    where = subprocess.run([venv / "bin/python", "-c", "import partaware; print(partaware.__file__)"],
-                           check=True, env=env, cwd=tmp_path, capture_output=True, text=True).stdout
-    assert where.startswith(str(venv))
+
+    def run(*cmd):
+        out = subprocess.run([str(c) for c in cmd], env=env, cwd=user, capture_output=True, text=True)
+        assert out.returncode == 0, f"{cmd}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
+    try:
+        start = time.monotonic()
+        run(venv / "bin/pip", "install", "-q", "-c", ROOT / "constraints.txt", f"partaware[cpu] @ {wheel.as_uri()}")
+        print(f"install: {time.monotonic() - start:.0f} s")
+        version = metadata_version(wheel)
+        assert run("partaware", "--version").strip() == f"partaware {version}"
+        assert run(venv / "bin/python", "-m", "partaware", "--version").strip() == f"partaware {version}"
+        assert "config.yaml: OK" in run("partaware", "check-config", ROOT / "config.yaml")  # asks for knn: faiss
+        where = run(venv / "bin/python", "-c", "import partaware; print(partaware.__file__)")
+        assert where.startswith(str(venv))
+        (user / "Snakefile").write_text(module_example())
+        plan = run(venv / "bin/snakemake", "--cores", "2", "-n", "results/table.csv")
+        assert "partaware_table" in plan and "partaware_demo_data" in plan
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # several GB
+
+
+def metadata_version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
+
+
+def test_citation_cites_this_version_and_the_study():
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert str(cff["version"]) == project["version"] and cff["license"] == project["license"]
+    (study,) = [r for r in cff["references"] if "Part-Aware" in r["title"]]
+    assert study["doi"] == "10.48550/arXiv.2301.11915" and study["year"] == 2023
+    assert [a["family-names"] for a in study["authors"]][:3] == ["Zhu", "Qi", "Ding"]

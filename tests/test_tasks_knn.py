@@ -146,7 +146,7 @@ def test_config_section_and_faiss_check(monkeypatch):
 
     monkeypatch.setattr(neighbours, "faiss_installed", lambda: False)
     with pytest.raises(C.ConfigError, match=r"^config key datasets\.birds\.tasks: the knn task needs faiss.*"
-                                            r"pip install faiss-cpu \(or pip install '\.\[cpu\]'"):
+                                            r"pip install 'partaware\[cpu\]' \(in a clone: pip install '\.\[cpu\]'"):
         C.validate(config())
     C.validate(config(tasks=["retrieval"]))  # only a knn task needs faiss
 

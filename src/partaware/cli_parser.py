@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import kinds, tasks
+from . import __version__, kinds, tasks  # __version__: the installed metadata's (read on first use)
 from .cli_explore import add_explore_command
 from .cli_figures import add_figure_commands
 
@@ -19,6 +19,7 @@ def build_parser_for(commands) -> argparse.ArgumentParser:
     up when the parser is built."""
     p = argparse.ArgumentParser(prog="partaware", description=DESCRIPTION,
                                 epilog=f"dataset kinds: {', '.join(kinds.names())}; tasks: {', '.join(tasks.names())}")
+    p.add_argument("--version", action="version", version=f"partaware {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def job(name, fn, help):

@@ -10,8 +10,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-INSTALL = ("pip install faiss-cpu  (or pip install '.[cpu]'; a CUDA machine: pip install '.[gpu]', or conda install -c pytorch "
-           "faiss-gpu; the code uses whichever is importable)")
+# the extras' names both ways: from an index (partaware[cpu]) and in a clone (.[cpu])
+INSTALL = ("pip install 'partaware[cpu]' (in a clone: pip install '.[cpu]'; or just pip install faiss-cpu); a CUDA "
+           "machine: 'partaware[gpu]' / '.[gpu]', or conda install -c pytorch faiss-gpu (the code uses whichever "
+           "is importable)")
 GPU_MAX_K = 2048        # faiss GPU k-selection limit (neighbours per query, and IVF nprobe)
 _TRAIN_PER_LIST = 64    # IVF training rows per list (faiss wants at least 39)
 

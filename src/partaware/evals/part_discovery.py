@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .faiss_index import load_faiss
+
 _BLOCK = 65536  # tokens per block of the nearest-centroid search
 
 
@@ -34,7 +36,7 @@ def sample_positions(n_images: int, per_image: int, budget: int, seed: int) -> n
 
 
 def faiss_gpus() -> int:
-    import faiss  # optional extra: imported only when k-means runs
+    faiss = load_faiss()  # optional extra: imported only when k-means runs; else the install line
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
@@ -43,7 +45,7 @@ def kmeans(sample: np.ndarray, k: int, *, niter: int, nredo: int, seed: int, gpu
     """(k, D) float32 centroids of faiss k-means on `sample` (n, D), every sampled token used
     (faiss otherwise subsamples to 256 per centroid). Degenerate input (fewer distinct tokens
     than k) still returns k centroids: faiss splits empty clusters, duplicates stay duplicates."""
-    import faiss  # optional extra: imported only when k-means runs
+    faiss = load_faiss()  # optional extra: imported only when k-means runs; else the install line
 
     x = np.ascontiguousarray(sample, np.float32)
     if k > len(x):

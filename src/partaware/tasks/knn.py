@@ -83,12 +83,11 @@ class KnnTask(Task):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..evals.neighbours import faiss_installed
+        from ..evals.neighbours import INSTALL, faiss_installed
 
         if not faiss_installed():
             raise ConfigError(f"config key {where}.tasks: the knn task needs faiss, which is not installed; "
-                              "install it: pip install faiss-cpu (or pip install '.[cpu]'; a CUDA machine: "
-                              "pip install '.[gpu]'), or drop knn from the tasks")
+                              f"install it: {INSTALL}; or drop knn from the tasks")
         kc = cfg.get("knn") or {}
         if kc.get("index") == "ivf" and kc.get("nlist") and kc.get("nprobe", 16) > kc["nlist"]:
             raise ConfigError(f"config key knn.nprobe: {kc['nprobe']} is more than knn.nlist ({kc['nlist']}); "
