@@ -33,11 +33,10 @@ if "gpu" in workflow.global_resources:
     print(f"partaware: at most {workflow.global_resources['gpu'].value} GPU job(s) at once (--resources gpu=N)",
           file=sys.stderr)
 else:
-    from partaware.gpu_slots import pool_size
+    from partaware.gpu_slots import pool_line, pool_size
 
     workflow.register_resource("gpu", pool_size(CFG["device"]))
-    print(f"partaware: at most {workflow.global_resources['gpu'].value} GPU job(s) at once, each on its own GPU "
-          "of this machine (--resources gpu=N caps it)", file=sys.stderr)
+    print(pool_line(workflow.global_resources["gpu"].value, CFG["device"]), file=sys.stderr)
 # The cores a GPU job declares (its loader workers follow; Snakemake scales it down to --cores).
 GPU_THREADS = CFG["gpu_threads"]
 

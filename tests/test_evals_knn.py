@@ -212,3 +212,14 @@ def test_bootstrap_statistics_of_the_metrics():
         assert BS.value(sums, metric) == pytest.approx(res.summary()[metric])
         lo, hi = BS.intervals(sums, [metric], 200)[metric]
         assert lo <= res.summary()[metric] <= hi
+
+
+def test_faiss_loader_info_stays_out_of_job_logs():
+    """The loader's "Could not load library with AVX2 support" INFO line is a probe, not an error:
+    load_faiss keeps it (and the loader's other INFO lines) out of a job log at INFO."""
+    import logging
+
+    from partaware.evals.neighbours import load_faiss
+
+    load_faiss()
+    assert logging.getLogger("faiss.loader").getEffectiveLevel() == logging.WARNING

@@ -153,6 +153,9 @@ def test_a_transform_change_does_not_rebuild_the_part_index(dry_runs):
 # --------------------------------------------------------------------------- bad config
 def _bad(mutate):
     def make(tmp_path):
+        for name in ("images.txt", "train_test_split.txt", "parts/parts.txt", "parts/part_locs.txt"):
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).touch()  # the CUB files the config check looks for (a root one folder off fails)
         cfg = config(REPO / "README.md", tmp_path)  # both exist; neither is read before the error
         mutate(cfg, tmp_path)
         return cfg
@@ -166,6 +169,8 @@ BAD_CONFIGS = {
                    ["cache.chunk_rows", "expected integer"]),
     "missing dataset folder": (_bad(lambda c, t: c["datasets"]["birds"].update(root=str(t / "CUB_200_2011"))),
                                ["datasets.birds", "CUB_200_2011", "does not exist"]),
+    "CUB root one folder off": (_bad(lambda c, t: c["datasets"]["birds"].update(root=str(t / "parts"))),
+                                ["datasets.birds.root", "holds no images.txt", "the CUB_200_2011 folder"]),
     "missing checkpoint file": (_bad(lambda c, t: c["models"]["ck"].update(path=str(t / "nope.pth"))),
                                 ["models.ck.path", "nope.pth", "does not exist"]),
     "unknown timm model": (_bad(lambda c, _: c["models"]["rnd"].update(arch="vit_tinyy_patch16_224")),

@@ -267,3 +267,29 @@ def test_summary_plot_of_empty_table(tmp_path):
     (tmp_path / "table.csv").write_text("")
     summary_plot(tmp_path / "table.csv", tmp_path / "s.png")
     assert Image.open(tmp_path / "s.png").size == figure_size(0)
+
+
+def test_summary_follows_the_configs_k_marks_thin_bars_and_says_why_a_panel_is_empty(tmp_path):
+    """knn rows of k=10 (the headline names k=20) still give bars, labelled with their k; a row
+    on 1 % of its images is hatched (table.md's mark); an all-n/a panel says its notes' reason."""
+    def row(task, metric, value, feature="mean", images=99, skipped=1, notes="", dataset="cub"):
+        return {"dataset": dataset, "task": task, "model": "m", "feature": feature, "label_set": "part",
+                "protocol": "exact", "metric": metric, "value": value, "n": 40, "images": images,
+                "skipped": skipped, "notes": notes}
+    table = pd.DataFrame([row("knn", "knn_top1@10", 50.0), row("knn", "knn_top1@10", 40.0, feature="cls", images=1,
+                                                                skipped=99),
+                          row("retrieval", "AP", float("nan"), dataset="coco",
+                              notes="every query is alone in its label")])
+    data = summary_data(table)
+    knn = data[data["family"] == "top-1 accuracy (%)"].set_index("group")
+    assert set(knn.index) == {"k-NN mean (k=10)", "k-NN cls (k=10)"}
+    assert knn.at["k-NN mean (k=10)", "thin"] == "" and "1.0 % of images" in knn.at["k-NN cls (k=10)", "thin"]
+    coco = data[data["dataset"] == "coco"]
+    assert coco["value"].isna().all() and coco["why"].iloc[0] == "every query is alone in its label"
+    from partaware.figures.summary_marks import empty_text
+
+    assert empty_text(coco) == "no value: every query is alone in its label"
+    path = tmp_path / "table.csv"
+    table.to_csv(path, index=False)
+    summary_plot(path, tmp_path / "summary.png")
+    assert (tmp_path / "summary.png").stat().st_size > 0

@@ -218,3 +218,11 @@ def test_two_extractions_on_one_gpu_take_turns_and_both_finish(tmp_path, monkeyp
         spans.append((stamps["running on GPU"], stamps[": done, "]))
     first, second = sorted(spans)
     assert first[1] <= second[0], spans  # the second took the GPU only after the first was done
+
+
+def test_the_pool_line_without_a_gpu_says_jobs_run_on_the_cpu():
+    from partaware.gpu_slots import pool_line
+
+    assert "run on the CPU" in pool_line(1, "auto", gpus=0) and "GPU job(s)" not in pool_line(1, "auto", gpus=0)
+    assert "run on the CPU" in pool_line(1, "cpu")
+    assert "at most 2 GPU job(s) at once" in pool_line(2, "auto", gpus=2)

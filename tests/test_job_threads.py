@@ -108,3 +108,18 @@ def test_segment_job_starts_threads_minus_one_workers(tmp_path, threads, monkeyp
         J.run_segment(cfg, "demo_seg", "tiny_a", tmp_path / "state.pt")
     assert started["workers"] == 1
     assert any("device cpu, 1 loader workers" in r.getMessage() for r in caplog.records)
+
+
+def test_paper_protocol_rows_fill_images_used(tmp_path, monkeypatch):
+    """Paper-protocol segmentation rows count their images (train + evaluated) as the cached rows
+    do, so table.md's `images used` is filled for both protocols."""
+    cfg = tiny_cfg(tmp_path / "seg", "demo_seg", "auto")
+    generate_demo_seg(tmp_path / "seg", 2, 2, size=64)
+    metric = {"mIoU": 0.5, "mAcc": 0.5, "aAcc": 0.5, "iou": [0.5], "per_image": {}}
+    monkeypatch.setattr(J, "train_online", lambda *a, **k: None)
+    monkeypatch.setattr(J, "evaluate_online", lambda *a, **k: {n: metric for n in
+                                                                cfg["datasets"]["demo_seg"]["label_sets"]})
+    monkeypatch.setattr(J, "segmentation_sums", lambda **k: None)
+    monkeypatch.setattr(J, "attach", lambda rows, sums, stats: rows)
+    rows, _ = J.run_segment(cfg, "demo_seg", "tiny_a", tmp_path / "state.pt")
+    assert rows and all(r["images"] == 4 and r["skipped"] == 0 and r["skipped_rows"] == 0 for r in rows)

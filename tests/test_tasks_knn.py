@@ -95,11 +95,20 @@ def test_ivf_protocol_says_its_recall(tmp_path):
     assert all(re.search(pattern, r["notes"]) and r["protocol"] == "variant" for r in rows)
 
 
-def test_k_larger_than_the_database_is_a_config_error(tmp_path):
-    train, _ = make_store(tmp_path / "train.h5", 30, 0, invalid=[0])
-    test, _ = make_store(tmp_path / "test.h5", 10, 1)
-    with pytest.raises(C.ConfigError, match="config key knn.k: 30 neighbours, .* holds 29 valid rows; use k <= 29"):
-        tasks.get("knn").rows(job_config(k=[30]), CTX, [train, test])
+def test_k_larger_than_the_database_is_clamped_and_said(tmp_path, caplog):
+    """k above the database's valid rows: every valid row votes, the row keeps the configured
+    name, and the clamp is in its notes and one log line (a small set still runs)."""
+    train, dtr = make_store(tmp_path / "train.h5", 30, 0, invalid=[0])
+    test, dte = make_store(tmp_path / "test.h5", 10, 1)
+    with caplog.at_level("WARNING"):
+        rows, _ = tasks.get("knn").rows(job_config(k=[5, 30], features=["mean"]), CTX, [train, test])
+    got = by_key(rows)
+    tv = dtr["valid"].astype(bool)
+    ref = evaluate_knn(dtr["mean"][tv], dtr["label"][tv], dte["mean"], dte["label"], ks=[5, 29]).summary()
+    assert got[("mean", "knn_top1@30")]["value"] == pytest.approx(100 * ref["knn_top1@29"])
+    assert got[("mean", "knn_top1@5")]["value"] == pytest.approx(100 * ref["knn_top1@5"])
+    assert "k clamped to 29: the database holds 29 valid rows" in got[("mean", "knn_top1@30")]["notes"]
+    assert sum("k clamped to 29" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_the_registry_wires_it():

@@ -135,7 +135,9 @@ class Features:
     @cached_property
     def index(self):
         """Per store row: `row`, `label`, `valid`, `split`, and through the part index (where the
-        dataset has one) `image`, `part`, `box` (x0, y0, x1, y1) and the index's other columns."""
+        dataset has one) `image`, `part`, `box` (x0, y0, x1, y1) and the index's other columns;
+        stores of one row per image without a part index (dense, segmentation) join `image` (its
+        path) and `image_key` from their attrs."""
         import pandas as pd
 
         names = self.arrays
@@ -147,7 +149,7 @@ class Features:
             table["class"] = np.asarray(classes, dtype=object)[table["label"].to_numpy()]
         table["split"] = self.attrs.get("split")
         if self.index_path is None or "row" not in table:
-            return table
+            return with_image_keys(table, self.attrs)
         from .data.parts import read_index
 
         parts = read_index(self.index_path)
@@ -193,3 +195,15 @@ def open_features(path: str | Path | None = None, *, results: str | Path = "resu
     elif any(v is not None for v in (dataset, model, split)):
         raise TypeError("open_features: give either a store path or dataset/model/split, not both")
     return Features(path, index)
+
+
+def with_image_keys(table, attrs: dict):
+    """`table` (one row per store row, with `row` where the store has it) joined with the image
+    of each row that a store without a part index records: `image` (path, `image_paths`) and
+    `image_key` (`image_keys`: the pair table's key of a dense store)."""
+    rows = table["row"].to_numpy() if "row" in table else np.arange(len(table))
+    for column, attr in (("image", "image_paths"), ("image_key", "image_keys")):
+        listed = attrs.get(attr)
+        if listed is not None and len(rows) and int(rows.max()) < len(listed):
+            table.insert(min(1, len(table.columns)), column, np.asarray(listed, dtype=object)[rows])
+    return table

@@ -23,6 +23,7 @@ from . import kinds
 from . import specs as S
 from .atomic import write_csv, write_text
 from .cli_parser import build_parser_for
+from .closing import note_rows, note_table
 from .intervals import settings as stats_settings, write_results
 
 
@@ -151,6 +152,7 @@ def cmd_evaluate(args):
     if per_class:
         write_csv(pd.DataFrame(per_class), Path(args.out).with_name(f"{args.task}_{task.detail}.csv"))
     write_results(rows, Path(args.out), stats_settings(cfg))  # the CSV and its <task>_stats.npz
+    note_rows(args.task, rows)
 
 
 def cmd_segment(args):
@@ -163,6 +165,7 @@ def cmd_segment(args):
     out = Path(args.out)
     write_csv(pd.DataFrame(per_class), out.with_name(out.stem + "_per_class.csv"))
     write_results(rows, out, stats_settings(cfg))  # the CSV and its segmentation_paper_stats.npz
+    note_rows("segmentation (paper protocol)", rows, f"{cfg['segmentation']['iters']} iterations trained")
 
 
 def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> list:
@@ -178,14 +181,13 @@ def _expected_hashes(cfg: dict, dataset: str, model: str, task: str, n: int) -> 
 
 
 def cmd_table(args):
-    from .report import write_table
+    from .report import coverage, write_skipped, write_table
 
     settings = C.fill_spec(json.loads(args.spec))["report"] if args.spec else None
-    write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
-    if args.skipped:
-        from .report import write_skipped
-
-        write_skipped([Path(p) for p in args.stores], Path(args.skipped))
+    table = write_table([Path(p) for p in args.inputs], Path(args.csv), Path(args.md), settings)
+    skipped = write_skipped([Path(p) for p in args.stores], Path(args.skipped)) if args.skipped else None
+    thin = int((coverage(table, settings)["thin"] != "").sum()) if len(table) else 0
+    note_table(table, len(args.inputs), thin, skipped)
 
 
 def cmd_convert_pascal_part(args):

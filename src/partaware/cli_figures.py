@@ -20,6 +20,15 @@ def _settings(args) -> tuple[dict, dict]:
     return spec, {**figure_settings({}), **(spec.get("figures") or {})}
 
 
+def _done(out, text: str, drawn: int = 1) -> None:
+    """Print what the figure shows, and say it in the job's closing line."""
+    from .progress import note_work
+
+    print(f"{out}: {text}")
+    note_work(drawn, "figure drawn" if drawn == 1 else "figures drawn", detail=text if len(text) <= 120
+              else text[:117] + "...", rate=False)
+
+
 def _models(args) -> list[str]:
     """Row/column names: --models, else each store's model folder (results/features/D/M/...)."""
     if args.models:
@@ -36,7 +45,7 @@ def cmd_figure_grid(args):
     res = retrieval_grid(args.index, dict(zip(_models(args), args.stores)), args.out, k=fs["k"],
                          n_queries=fs["n_queries"], queries=fs["queries"], seed=fs["seed"],
                          tile=fs["tile"], features=fs["features"], title=f"{args.dataset}: retrieval")
-    print(f"{args.out}: {len(res['queries'])} queries (rows {res['queries']}), {len(res['rows'])} grid rows")
+    _done(args.out, f"{len(res['queries'])} queries (rows {res['queries']}), {len(res['rows'])} grid rows")
 
 
 def cmd_figure_maps(args):
@@ -51,7 +60,7 @@ def cmd_figure_maps(args):
     res = feature_maps(ds["root"], split, ds["label_sets"], dict(zip(_models(args), args.stores)), args.out,
                        size=ds["size"], blocks=ds.get("blocks"), n_images=fs["n_images"], seed=fs["seed"],
                        cell=fs["cell"], samples=kinds.of(ds).samples(ds, split))
-    print(f"{args.out}: images {res['rows']} of {split}, arrays {res['arrays']}")
+    _done(args.out, f"images {res['rows']} of {split}, arrays {res['arrays']}")
 
 
 def cmd_figure_patches(args):
@@ -73,7 +82,7 @@ def cmd_figure_patches(args):
         res = patch_retrieval(images, grid, dict(zip(models, args.stores)), args.out, features=fs["patch_features"],
                               title=f"{args.dataset}: patch retrieval", **common)
     drawn = [f"{r.model} {r.feature}" + ("" if r.rows is not None else " (absent)") for r in res["rows"]]
-    print(f"{args.out}: queries (rows) {res['queries']}; rows: {', '.join(drawn)}")
+    _done(args.out, f"queries (rows) {res['queries']}; rows: {', '.join(drawn)}")
 
 
 def cmd_figure_correspondence(args):
@@ -83,8 +92,13 @@ def cmd_figure_correspondence(args):
 
     spec, _ = _settings(args)
     stores = {m: open_store(p) for m, p in zip(_models(args), args.stores)}
-    shown = draw_from_stores(spec, read_pairs(args.pairs), stores, args.out)
-    print(f"{args.out}: pairs {shown}, {len(stores)} encoders")
+    pairs = read_pairs(args.pairs)
+    shown = draw_from_stores(spec, pairs, stores, args.out)
+    if not shown:
+        _done(args.out, f"no pair drawn: none of the {pairs['pair'].nunique()} pairs has both images extracted "
+              "for every encoder (the figure says so)")
+    else:
+        _done(args.out, f"{len(shown)} scored pairs drawn {shown}, {len(stores)} encoders")
 
 
 def cmd_figure_part_discovery(args):
@@ -105,14 +119,14 @@ def cmd_figure_summary(args):
     from .figures.summary import summary_plot
 
     data = summary_plot(args.table, args.out)
-    print(f"{args.out}: {len(data)} bars, {int(data['paper'].notna().sum())} with a paper value")
+    _done(args.out, f"{len(data)} bars, {int(data['paper'].notna().sum())} with a paper value")
 
 
 def cmd_figure_contrast(args):
     from .figures.contrast import contrast_plot, contrast_rows
 
     data = contrast_plot(args.table, args.out)
-    print(f"{args.out}: {data['dataset'].nunique()} datasets with object and part labels, "
+    _done(args.out, f"{data['dataset'].nunique()} datasets with object and part labels, "
           f"{contrast_rows(data)} encoders with both, protocols {sorted(set(data['protocol']))}")
 
 
@@ -120,7 +134,7 @@ def cmd_figure_depth(args):
     from .figures.depth import depth_plot
 
     data = depth_plot(args.table, args.out)
-    print(f"{args.out}: {data['dataset'].nunique()} datasets, {data['model'].nunique()} encoders, "
+    _done(args.out, f"{data['dataset'].nunique()} datasets, {data['model'].nunique()} encoders, "
           f"blocks {sorted(set(data['block']))}")
 
 

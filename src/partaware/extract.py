@@ -83,9 +83,10 @@ def extract(cfg: dict, dataset: str, model: str, split: str, index_path: Path | 
     t0, times = time.perf_counter(), LoopTimes()
     skipped = _skipped_before(writer, plan.images, start) + run_batches(
         loader, step, writer, chunk_rows, cfg["extract"].get("log_every_s", 30.0), times=times)
-    seconds, rows = time.perf_counter() - t0, plan.n_rows - start
-    log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s; %s", where, rows, seconds,
-             rows / max(seconds, 1e-9), times.line())
+    seconds, rows = time.perf_counter() - t0, times.computed  # the rate counts computed rows only
+    empty = plan.n_rows - start - rows
+    log.info("extract %s: done, %d rows in %.1f s, %.1f patches/s; %s%s", where, rows, seconds,
+             rows / max(seconds, 1e-9), times.line(), f"; {empty} rows of skipped images left empty" if empty else "")
     return writer.publish({"skipped_images": skipped, "precision": str(amp or "fp32"),
                            "device": str(device)})
 

@@ -54,6 +54,17 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(_gpu_count())]
 
 
+def pool_line(size: int, device: str = "auto", gpus: int | None = None) -> str:
+    """The console line on the GPU pool: without a GPU (or `device: cpu`), that the jobs that
+    would take one run on the CPU."""
+    gpus = (0 if device == "cpu" else len(visible_gpus())) if gpus is None else gpus
+    if gpus == 0:
+        return (f"partaware: no GPU visible: extraction and segment jobs run on the CPU, {size} at a time "
+                "(--resources gpu=N changes it)")
+    return (f"partaware: at most {size} GPU job(s) at once, each on its own GPU of this machine "
+            "(--resources gpu=N caps it)")
+
+
 def _gpu_count() -> int:
     """GPUs on this machine per `nvidia-smi -L`; without that tool, torch's count taken in a child
     process (CUDA started here would ignore the CUDA_VISIBLE_DEVICES set afterwards)."""

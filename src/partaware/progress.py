@@ -7,30 +7,35 @@ import time
 
 # What this process's job has done so far: the latest count of its latest unit of work, and
 # the images it skipped. Fed by `Progress.update` and `note_work`; read by `closing_line`.
-_WORK = {"done": None, "unit": "", "skipped": 0}
+_WORK = {"done": None, "unit": "", "skipped": 0, "detail": "", "rate": True}
 
 
-def note_work(done: int, unit: str, skipped: int | None = None) -> None:
-    """Record how much the job has done (and skipped), for its closing line."""
-    _WORK["done"], _WORK["unit"] = int(done), unit
+def note_work(done: int, unit: str, skipped: int | None = None, detail: str = "", rate: bool = True) -> None:
+    """Record how much the job has done (and skipped), for its closing line: `done` `unit` (the
+    rate's numerator: only what was computed), `detail` (what else it did, e.g. "180 parts"),
+    `rate` False where a rate over the whole job would mislead (a figure, a trained probe)."""
+    _WORK.update(done=int(done), unit=unit, detail=detail, rate=rate)
     if skipped is not None:
         _WORK["skipped"] = int(skipped)
 
 
 def reset_work() -> None:
-    _WORK.update(done=None, unit="", skipped=0)
+    _WORK.update(done=None, unit="", skipped=0, detail="", rate=True)
 
 
 def closing_line(command: str, seconds: float) -> str:
-    """`extract: done, 1200 rows, 3 images skipped, 4.2 s, 285.7 rows/s`; without counted work
-    (a job with no loop, e.g. `fetch`) just the time, so even a 2-second job says it ended."""
+    """`extract: done, 1200 rows computed, 3 images skipped, 4.2 s, 285.7 rows computed/s`;
+    without counted work (a job with no loop, e.g. `fetch`) just the time, so even a 2-second
+    job says it ended."""
     line = f"{command}: done"
     if _WORK["done"] is not None:
         line += f", {_WORK['done']} {_WORK['unit']}"
+    if _WORK["detail"]:
+        line += f", {_WORK['detail']}"
     if _WORK["skipped"]:
         line += f", {_WORK['skipped']} images skipped"
     line += f", {seconds:.1f} s"
-    if _WORK["done"] and seconds > 0:
+    if _WORK["done"] and seconds > 0 and _WORK["rate"]:
         line += f", {_WORK['done'] / seconds:.1f} {_WORK['unit']}/s"
     return line
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .atomic import write_text
 from .blocks import is_block_feature
+from .na_legend import na_legend
 from .paper import attach_paper
 from .report_discovery import part_discovery_section
 from .report_sections import (_cell, _column, _difference, _span, contrast_section, correspondence_section,  # noqa: F401
@@ -139,8 +140,7 @@ def write_table(inputs: list[Path], csv_path: Path, md_path: Path, settings: dic
               "Zhu et al. report for that model and measurement, and ours minus theirs (only where "
               "the model and dataset names are those of configs/paper.yaml; check the protocol "
               "column: only rows whose protocol is `paper` follow the paper's; table.csv `notes` says how "
-              "each row was measured). `n/a`: the "
-              "model lacks that feature (e.g. `proj` without a projection head). `[lo, hi]`: the "
+              "each row was measured). " + na_legend(table) + " `[lo, hi]`: the "
               "bootstrap confidence interval over images (table.csv `ci_low`, `ci_high`; config `stats`); "
               "several seeds show mean ± std instead; `[n/a]`: no interval, the value rests on one image. "
               "`n samples`: the samples a row rests on (queries, test samples or images); `images used`: the share "

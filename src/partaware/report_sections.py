@@ -87,11 +87,24 @@ def _per_part(inputs: list[Path], detail: str = "correspondence_per_part.csv") -
 
 
 def _most_confused(parts: pd.DataFrame, shown: int = 2) -> str:
-    """`left leg 31.0 (n=40)`: the parts most often transferred onto their left/right counterpart."""
+    """`left leg 31.0 (n=40)`: the parts most often transferred onto their left/right counterpart,
+    among those confused at all and on enough chances (`correspondence.min_chances`), else `none`."""
     if parts.empty or "left_right_confusion" not in parts:
         return ""
-    rated = parts[_column(parts, "n_mirror") > 0].sort_values("left_right_confusion", ascending=False, kind="stable")
-    return ", ".join(f"{r.part} {r.left_right_confusion:.1f} (n={int(r.n_mirror)})" for r in rated.head(shown).itertuples())
+    rated = confusable(parts).sort_values("left_right_confusion", ascending=False, kind="stable")
+    text = ", ".join(f"{r.part} {r.left_right_confusion:.1f} (n={int(r.n_mirror)})" for r in rated.head(shown).itertuples())
+    return text or "none"
+
+
+def confusable(parts: pd.DataFrame, default_min: int = 10) -> pd.DataFrame:
+    """The per-part rows fit for "most confused": confusion above zero, not marked `thin` by the
+    task (files written before that column: at least `default_min` visible counterparts)."""
+    confusion, n_mirror = _column(parts, "left_right_confusion"), _column(parts, "n_mirror")
+    if "thin" in parts:
+        enough = ~parts["thin"].fillna("").astype(str).str.contains("confusion on")
+    else:
+        enough = n_mirror >= default_min
+    return parts[(confusion > 0) & (n_mirror > 0) & enough]
 
 
 def correspondence_section(table: pd.DataFrame, inputs: list[Path]) -> str:
@@ -108,8 +121,9 @@ def correspondence_section(table: pd.DataFrame, inputs: list[Path]) -> str:
              "best cosine match in the encoder's dense tokens. `PCK@a`: the share of transfers within a x max(h, w) "
              "of the target's object box; `left_right_confusion`: among keypoints whose left/right counterpart is "
              "visible in the target, the share that land on the counterpart instead. `[lo, hi]`: bootstrap "
-             "interval over pairs. Most confused: the parts with the highest left/right confusion (per-part "
-             "values in `correspondence_per_part.csv`).", ""]
+             "interval over pairs. Most confused: the parts with the highest left/right confusion above zero, "
+             "on at least `correspondence.min_chances` visible counterparts (per-part values in "
+             "`correspondence_per_part.csv`, those on fewer marked in its `thin` column).", ""]
     for (dataset, feature), d in rows.groupby(["dataset", "feature"], sort=False):
         metrics = list(dict.fromkeys(d["metric"]))
         pairs = _span(_column(d[d["metric"] != "left_right_confusion"], "n").dropna())

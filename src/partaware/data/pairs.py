@@ -9,7 +9,10 @@ visible there), `trg_box` (max(height, width) of the target's object box: the PC
 
 CUB: `n_pairs` ordered pairs of distinct test images of the same class, drawn without
 replacement by `seed` from all such pairs (all of them when there are fewer), every one of the
-15 parts per pair. SPair-71k: `data.spair`.
+15 parts per pair, among the images `keep` accepts (under `data.on_bad_image: skip`: those on
+disk, so a partial copy gives the pairs its images allow). The table's `attrs` (kept in the
+parquet file) say what the draw rested on: `images_left_out` (test images not kept),
+`images_drawable` and `pairs_possible`. SPair-71k: `data.spair`.
 """
 from __future__ import annotations
 
@@ -65,8 +68,9 @@ def draw_same_class_pairs(classes: dict, n_pairs: int, seed: int) -> list[tuple]
 
 
 def cub_pairs(root: str | os.PathLike, n_pairs: int = 10000, seed: int = 0, split: str = "test",
-              max_images: int | None = None) -> pd.DataFrame:
-    """The pair table of a CUB-layout dataset (see the module docstring)."""
+              max_images: int | None = None, keep=None) -> pd.DataFrame:
+    """The pair table of a CUB-layout dataset (see the module docstring); `keep(path)`: whether
+    an image file may enter the draw (default: all)."""
     root = Path(root).expanduser().absolute()
     if not (root / "images.txt").is_file():
         raise DataError(f"{root / 'images.txt'}: CUB file not found; {cub.ROOT_FIX}")
@@ -78,7 +82,8 @@ def cub_pairs(root: str | os.PathLike, n_pairs: int = 10000, seed: int = 0, spli
     boxes = cub.read_boxes(root)
     parts = cub.read_parts(root)
     locs = cub.read_all_locs(root, cub.read_images(root), parts)
-    use = [i for i in images if splits[i] == split]
+    candidates = [i for i in images if splits[i] == split]
+    use = [i for i in candidates if keep is None or keep(root / "images" / images[i])]
     for what, table in (("image_class_labels.txt", labels), ("bounding_boxes.txt", boxes)):
         missing = [i for i in use if i not in table]
         if missing:
@@ -90,7 +95,8 @@ def cub_pairs(root: str | os.PathLike, n_pairs: int = 10000, seed: int = 0, spli
     mirror_of = mirror_names(parts.values())
     id_of = {name: pid for pid, name in parts.items()}
     rows = []
-    for n, (a, b) in enumerate(draw_same_class_pairs(by_class, n_pairs, seed)):
+    drawn = draw_same_class_pairs(by_class, n_pairs, seed)
+    for n, (a, b) in enumerate(drawn):
         ka, kb = locs.get(a, {}), locs.get(b, {})
         _, _, bw, bh = boxes[b]
         for pid, name in sorted(parts.items()):
@@ -101,7 +107,23 @@ def cub_pairs(root: str | os.PathLike, n_pairs: int = 10000, seed: int = 0, spli
             rows.append((n, str(labels[a]), str(a), str(b), str(root / "images" / images[a]),
                          str(root / "images" / images[b]), name, sx, sy, tx, ty, sv and tv, mname, mx, my, mv,
                          float(max(bw, bh))))
-    return typed(pd.DataFrame(rows, columns=COLUMNS))
+    out = typed(pd.DataFrame(rows, columns=COLUMNS))
+    out.attrs.update(images_left_out=len(candidates) - len(use), images_drawable=len(use),
+                     pairs_possible=sum(len(m) * (len(m) - 1) for m in by_class.values()))
+    return out
+
+
+def draw_messages(drawn: dict, wanted: int) -> list[str]:
+    """Log lines on what a CUB pair draw rested on: test images left out (not on disk), and all
+    the pairs the images allow when they are fewer than `correspondence.pairs`."""
+    out = []
+    if drawn.get("images_left_out"):
+        out.append(f"{drawn['images_left_out']} test images not on disk left out of the pair draw "
+                   f"(data.on_bad_image: skip); drawn among the {drawn['images_drawable']} on disk")
+    if drawn.get("pairs_possible", wanted) < wanted:
+        out.append(f"the {drawn['images_drawable']} usable test images allow {drawn['pairs_possible']} same-class "
+                   f"pairs, fewer than correspondence.pairs ({wanted}): all of them are used")
+    return out
 
 
 def typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,8 +146,10 @@ def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
     """results/index/<dataset>/pairs.parquet, published by rename."""
     from ..atomic import atomic_path
 
+    table = typed(pairs)
+    table.attrs = {k: int(v) for k, v in pairs.attrs.items()}  # what the draw rested on, in the file
     with atomic_path(Path(path)) as tmp:
-        typed(pairs).to_parquet(tmp, index=False)
+        table.to_parquet(tmp, index=False)
 
 
 def read_pairs(path: str | os.PathLike) -> pd.DataFrame:

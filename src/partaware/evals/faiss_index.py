@@ -30,7 +30,10 @@ def faiss_installed() -> bool:
 
 
 def load_faiss():
-    """The faiss module, or FaissMissing with the install line."""
+    """The faiss module, or FaissMissing with the install line. Its loader's INFO lines ("Could not
+    load library with AVX2 support ... ModuleNotFoundError": a probe for an optional build, not an
+    error) are kept out of the job logs; its warnings still show."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError as err:

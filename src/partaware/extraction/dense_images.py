@@ -99,5 +99,6 @@ def dense_plan(cfg: dict, images, encoder, device, size: int, blocks, shard: int
         collate=collate_dense,
         make_step=lambda enc, dev, amp: dense_step(enc, dev, amp, table, blocks, layout),
         images_per_batch=max(1, cfg["extract"]["batch_size"] // 4),
-        attrs={"image_keys": images["key"].tolist(), "input_size": int(size), "patch_size": int(encoder.patch_size),
+        attrs={"image_keys": images["key"].tolist(), "image_paths": images["path"].astype(str).tolist(),
+               "input_size": int(size), "patch_size": int(encoder.patch_size),
                "protocol_note": f"whole image resized to {size} x {size} (bicubic), dense final tokens"})

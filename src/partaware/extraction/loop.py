@@ -95,6 +95,7 @@ class LoopTimes:
     step_s: float = 0.0
     device_s: float = 0.0
     store_s: float = 0.0
+    computed: int = 0  # rows whose image was read and encoded (not those of skipped images)
 
     def line(self) -> str:
         return (f"waited on the loader {self.loader_s:.2f} s, the step {self.step_s:.2f} s, the device "
@@ -110,6 +111,7 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
     """
     skipped, times = [], times if times is not None else LoopTimes()
     t0, last_log, done0 = time.time(), time.time(), writer.rows_done
+    computed = [0]  # rows whose image was read and encoded (the rate counts these, not skipped rows)
     clock = time.perf_counter
     with BackgroundWriter(writer, chunk_rows) as background:
         def hand_over(finish):
@@ -117,6 +119,7 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
             arrays, errors = finish()
             t_done = clock()
             skipped.extend(errors)
+            computed[0] += int(np.count_nonzero(arrays["valid"]))
             background.put(arrays)
             times.device_s += t_done - t
             times.store_s += clock() - t_done
@@ -138,7 +141,10 @@ def run_batches(loader, step, writer: StoreWriter, chunk_rows: int, log_every=30
         times.loader_s += batches.seconds
         t_flush = clock()
     times.store_s += clock() - t_flush  # the last chunks landing
-    note_work(writer.rows_done - done0, "rows", len(skipped))  # for the job's closing line
+    times.computed += computed[0]
+    empty = writer.rows_done - done0 - computed[0]
+    note_work(computed[0], "rows computed", len(skipped),  # for the job's closing line
+              f"{empty} rows of skipped images left empty" if empty else "")
     return skipped
 
 

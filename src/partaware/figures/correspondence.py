@@ -3,8 +3,9 @@ location of each source keypoint, with a line from source to prediction coloured
 green = correct (within alpha x max(target box h, w) of the true keypoint), orange = landed on
 the mirrored part (left/right confusion), red = wrong. True target keypoints are open circles.
 
-The pairs shown are those with the most keypoints visible in both images (ties: lowest pair id),
-the same for every encoder; predictions come from the same cached dense maps the task scores.
+The pairs shown are those with the most keypoints visible in both images (ties: lowest pair id)
+among the pairs every encoder scored (both images extracted), the same for every encoder; with
+none, the figure is one line saying why; predictions come from the same cached dense maps the task scores.
 """
 from __future__ import annotations
 
@@ -99,14 +100,34 @@ def draw_from_stores(cfg: dict, pairs: pd.DataFrame, stores: dict, out: Path | s
     from ..tasks.correspondence import FINAL, StoreMaps
 
     cc = cfg["correspondence"]
-    shown = pick_pairs(pairs, n_pairs)
+    maps = {model: StoreMaps(store, FINAL) for model, store in stores.items()}
+    usable = set.intersection(*(set(m.row) for m in maps.values())) if maps else set()
+    drawable = pairs[pairs["src_image"].isin(usable) & pairs["trg_image"].isin(usable)]
+    shown = pick_pairs(drawable, n_pairs)
+    if not shown:
+        why = (f"none of the {pairs['pair'].nunique()} pairs has a visible keypoint and both images extracted "
+               f"for every encoder ({len(usable)} images usable in all stores)")
+        message_figure(out, f"no pair to draw: {why}", dpi)
+        return []
     subset = pairs[pairs["pair"].isin(shown)]
     results = {}
     for model, store in stores.items():
         keys = list(store.attrs["image_keys"])
         sizes = dict(zip(keys, map(tuple, store.read("size").tolist())))
         size = int(store.attrs.get("input_size", cc["size"]))
-        results[model] = outcomes(subset, StoreMaps(store, FINAL), sizes, (size, size), int(store.attrs["patch_size"]),
+        results[model] = outcomes(subset, maps[model], sizes, (size, size), int(store.attrs["patch_size"]),
                                   cc["confusion_alpha"], cc["refine"])
     correspondence_figure(results, out, shown, dpi)
     return shown
+
+
+def message_figure(out: Path | str, text: str, dpi: int = DPI) -> None:
+    """A figure that is one line of text: why there is nothing to draw (not blank panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 1))
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
+    save_figure(fig, out, dpi)

@@ -4,7 +4,9 @@ One panel per (dataset, metric family); inside it one group of bars per task and
 (retrieval: mean / cls / proj; accuracy: linear / attentive / logistic; mIoU: the label sets,
 each protocol apart: `part (paper)`, `part (cached)`),
 one bar per model (mean over seeds, with their spread). Where the paper reports a value for the
-same measurement (`paper.py`), a black tick marks it on the bar.
+same measurement (`paper.py`), a black tick marks it on the bar. A hatched bar rests on too
+little (table.md's mark); a panel without a value says why (`summary_marks`); k-NN follows the
+config's k.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pandas as pd
 from ..paper import MODELS as PAPER_MODELS
 from ..paper import attach_paper
 from .plotting import save_figure
+from .summary_marks import empty_text, headline_rows, marks
 
 
 def headline() -> dict:
@@ -32,7 +35,7 @@ PANEL_W, PANEL_H, DPI, MAX_COLS = 480, 360, 100, 3
 
 def summary_data(table: pd.DataFrame) -> pd.DataFrame:
     """The plotted numbers: dataset, family, group, model, value (mean over seeds), std, paper."""
-    cols = ["dataset", "family", "group", "model", "value", "std", "paper"]
+    cols = ["dataset", "family", "group", "model", "value", "std", "paper", "thin", "why"]
     if table.empty:
         return pd.DataFrame(columns=cols)
     table = table.copy()
@@ -47,19 +50,21 @@ def summary_data(table: pd.DataFrame) -> pd.DataFrame:
         table["paper"] = attach_paper(table)
     picked = []
     for (task, metric), (family, group) in headline().items():
-        part = table[(table["task"] == task) & (table["metric"] == metric)].copy()
+        part = headline_rows(table, task, metric)  # knn: the config's k where it is not the headline's
         if part.empty:
             continue
+        part = part.join(marks(part))
         part["family"] = family
         protocols = part["protocol"].astype(str) if "protocol" in part else pd.Series("", index=part.index)
-        part["group"] = [group.format(feature=f, label_set=s, protocol=k)
-                         for f, s, k in zip(part["feature"], part["label_set"], protocols)]
+        part["group"] = [group.format(feature=f, label_set=s, protocol=k) + x
+                         for f, s, k, x in zip(part["feature"], part["label_set"], protocols, part["suffix"])]
         picked.append(part)
     if not picked:
         return pd.DataFrame(columns=cols)
     rows = pd.concat(picked, ignore_index=True)
     g = rows.groupby(["dataset", "family", "group", "model"], sort=False)
-    out = g["value"].agg(["mean", "std"]).join(g["paper"].first()).reset_index()
+    out = (g["value"].agg(["mean", "std"]).join(g["paper"].first())
+           .join(g["thin"].agg(lambda t: next((x for x in t if x), ""))).join(g["why"].first()).reset_index())
     return out.rename(columns={"mean": "value"})[cols]
 
 
@@ -96,6 +101,11 @@ def summary_plot(table_csv, out) -> pd.DataFrame:
     return data
 
 
+def _thin(rec) -> bool:
+    """Whether a bar rests on too little (table.md's mark; data without the column: no)."""
+    return isinstance(rec.get("thin"), str) and bool(rec.get("thin"))
+
+
 def draw_summary(data: pd.DataFrame):
     """The summary figure of `summary_data` (a matplotlib Figure)."""
     import matplotlib
@@ -126,7 +136,8 @@ def draw_summary(data: pd.DataFrame):
                 rec = cells.loc[model]
                 x = gi + w * (mi - (len(present) - 1) / 2)
                 err = rec["std"] if pd.notna(rec["std"]) else None
-                ax.bar(x, rec["value"], w * 0.9, color=colours[model], yerr=err, capsize=2)
+                ax.bar(x, rec["value"], w * 0.9, color=colours[model], yerr=err, capsize=2,
+                       hatch="//" if _thin(rec) else None, edgecolor="black" if _thin(rec) else None)
                 if pd.notna(rec["paper"]):
                     ax.hlines(rec["paper"], x - w * 0.45, x + w * 0.45, colors="black", linewidth=2.5)
         ax.set_xticks(np.arange(len(groups)), [tick_label(g) for g in groups], fontsize=8)
@@ -135,7 +146,11 @@ def draw_summary(data: pd.DataFrame):
         top = np.nanmax(np.r_[d["value"].to_numpy(float), d["paper"].to_numpy(float)])
         ax.set_ylim(0, min(100, max(10, top * 1.12)) if np.isfinite(top) else 100)
         ax.grid(axis="y", alpha=0.3)
+        if d["value"].isna().all():
+            ax.text(0.5, 0.5, empty_text(d), ha="center", va="center", fontsize=7, wrap=True, transform=ax.transAxes)
     handles = [Patch(color=colours[m], label=m) for m in models]
+    if "thin" in data and data["thin"].fillna("").astype(bool).any():
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="rests on too little (table.md)"))
     if data["paper"].notna().any():
         handles.append(Line2D([], [], color="black", linewidth=2.5, label="paper (Zhu et al.)"))
     if handles:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import parts as P
-from ..data.cub import DEFAULT_PARTS, cub_patches
+from ..data.cub import DEFAULT_PARTS, ROOT_FIX, cub_patches
 from ..data.errors import DataError
 from . import register
 from .box_crops import CROP_ROLE, BoxCrops
 from .keypoint_pairs import KeypointPairs
 from .part_patches import PartKind
+from .root_check import check_root
 
 
 @register
@@ -38,11 +39,22 @@ class Cub(BoxCrops, KeypointPairs, PartKind):
         return {k: cfg["correspondence"][k] for k in ("pairs", "seed")}
 
     def read_pairs(self, ds: dict, cfg: dict):
-        """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`."""
-        from ..data.pairs import cub_pairs
+        """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`;
+        under `data.on_bad_image: skip` among the images on disk (a partial copy gives the pairs
+        its images allow, not pairs of skipped images)."""
+        from ..data.pairs import cub_pairs, draw_messages
 
         cc = cfg["correspondence"]
-        return cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds)), []
+        skip = cfg["data"]["on_bad_image"] == "skip"
+        pairs = cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds),
+                          keep=Path.is_file if skip else None)
+        return pairs, draw_messages(pairs.attrs, cc["pairs"])
+
+    def check(self, where: str, ds: dict, cfg: dict) -> None:
+        """The files the index needs, before any job: a root one folder off is one line naming
+        the key and the fix (not the workflow's missing-input error)."""
+        super().check(where, ds, cfg)
+        check_root(where, ds, self.index_inputs(ds), ROOT_FIX)
 
     def read_patches(self, ds: dict):
         if not ds.get("root"):
@@ -53,3 +65,4 @@ class Cub(BoxCrops, KeypointPairs, PartKind):
         from ..data.demo import generate_demo_cub
 
         generate_demo_cub(out, **ds["demo"])
+

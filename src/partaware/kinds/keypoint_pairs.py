@@ -61,7 +61,9 @@ class KeypointPairs:
         write_pairs(pairs, out)
         from ..progress import note_work
 
-        note_work(int(pairs["pair"].nunique()), "pairs", len(skipped))
+        left_out = pairs.attrs.get("images_left_out")  # a draw's images not on disk (CUB)
+        note_work(int(pairs["pair"].nunique()), "pairs", len(skipped) if left_out is None else left_out,
+                  f"{int(pairs['visible'].sum())} scorable keypoint transfers", rate=False)
         log.info("%s: %d pairs, %d keypoint rows (%d scored)", out, pairs["pair"].nunique(), len(pairs),
                  int(pairs["visible"].sum()))
 

@@ -47,9 +47,13 @@ class PartKind(Kind):
         return P.index_from_patches(self.read_patches(ds), ds, self.default_parts, self.default_retrieval)
 
     def build_index(self, ds: dict, outdir: Path, splits: list[str]) -> None:
+        from ..progress import note_work
+
         index = self.read_index(ds)
         for split in splits:
             P.write_index(P.select_split(index, split), Path(outdir) / f"{split}.parquet")
+        note_work(index["image_path"].nunique(), "images indexed",  # files are checked at extraction
+                  detail=f"{len(index)} part patches ({', '.join(splits)})", rate=False)
 
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
         import pandas as pd

@@ -125,9 +125,9 @@ class SegFolder(Kind):
         from ..extraction.steps import seg_step
 
         ds = cfg["datasets"][dataset]
-        samples = self.samples(ds, split)
-        lo, hi = shard_range(len(samples), shard, cfg["extract"]["shards"])
-        samples = samples[lo:hi]
+        every = self.samples(ds, split)
+        lo, hi = shard_range(len(every), shard, cfg["extract"]["shards"])
+        samples = every[lo:hi]
         size, blocks, dtype = ds["size"], ds["blocks"], cfg["cache"]["dtype"]
         with torch.inference_mode():
             probe = encoder.dense(torch.zeros(1, 3, size, size, device=device), blocks)
@@ -143,4 +143,5 @@ class SegFolder(Kind):
                                                 cfg["data"]["on_bad_image"]),
             collate=collate_seg,
             make_step=lambda enc, dev, amp: seg_step(enc, dev, amp, blocks, layout),
-            images_per_batch=max(1, cfg["extract"]["batch_size"] // 4))
+            images_per_batch=max(1, cfg["extract"]["batch_size"] // 4),
+            attrs={"image_paths": [str(s["img"]) for s in every]})  # by store row: `open_features` joins it

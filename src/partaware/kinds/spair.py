@@ -9,9 +9,11 @@ confusion).
 from __future__ import annotations
 
 from . import register
+from ..data.spair import ROOT_FIX
 from ..errors import ConfigError
 from .base import Kind
 from .keypoint_pairs import KeypointPairs
+from .root_check import check_root
 
 
 @register
@@ -31,6 +33,7 @@ class SPair(KeypointPairs, Kind):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
+        check_root(where, ds, self.pair_inputs(ds), ROOT_FIX)  # a root one folder off: one line, key and fix
         for category, pairs in ds["mirror"].items():
             seen: set[str] = set()
             for a, b in pairs:

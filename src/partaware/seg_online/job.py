@@ -82,9 +82,11 @@ def run_segment(cfg: dict, dataset: str, model: str, state: Path, checkpoint: Pa
     notes = "; ".join(filter(None, [notes, getattr(kind, "label_note", "")]))  # a kind's labelling choices
     images = [s.get("row", i) for i, s in enumerate(val)]  # the evaluated images, in the order scored
     rows, per_class = [], []
+    skipped = len(skipped_train) + len(skipped_val)
+    cover = {"images": len(train) + len(val), "skipped_rows": skipped}  # as the cached rows count (train + val)
     for name in label_sets:
         r, pc = segmentation_rows(ctx, name, metrics[name], blocks=ds["blocks"], n=len(val), protocol=protocol,
-                                  notes=notes, seed=cfg["seed"], skipped=len(skipped_train) + len(skipped_val))
+                                  notes=notes, seed=cfg["seed"], skipped=skipped, **cover)
         rows += attach(r, segmentation_sums(**metrics[name]["per_image"], image_ids=images), stats_settings(cfg))
         per_class += pc
     return rows, per_class

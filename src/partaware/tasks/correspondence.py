@@ -25,6 +25,7 @@ from ..results import result_row
 from . import register
 from .base import Task
 from .correspondence_splits import split_rows
+from .pair_accounting import mark_thin_parts, pair_coverage
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class _Metrics(Mapping):
 class Correspondence(Task):
     name = "correspondence"
     section = "correspondence"
-    protocol = "cached"
+    protocol = "exact"  # no training, no paper counterpart (README's protocol values)
     schema = {
         "type": "object", "additionalProperties": False, "default": {},
         "description": "keypoint transfer between images of one class by nearest neighbour in dense features",
@@ -125,6 +126,9 @@ class Correspondence(Task):
             "size": {"type": "integer", "minimum": 16, "default": 224,
                      "description": "model input side: images are resized to size x size (448: a finer grid)"},
             "seed": {"type": "integer", "default": 0, "description": "the draw of CUB pairs"},
+            "min_chances": {"type": "integer", "minimum": 1, "default": 10,
+                            "description": "per-part values on fewer transfers (PCK) or visible counterparts "
+                                           "(confusion) are marked, and never listed as most confused"},
         },
     }
 
@@ -179,28 +183,29 @@ class Correspondence(Task):
             maps = StoreMaps(store, array)
             res = C.evaluate_pairs(pairs, maps, sizes, (size, size), patch, cc["alphas"], cc["confusion_alpha"],
                                    cc["refine"])
-            wanted = pairs[["pair", "src_image", "trg_image"]].drop_duplicates("pair")
-            skipped = int((~(wanted["src_image"].isin(maps.row) & wanted["trg_image"].isin(maps.row))).sum())
-            if skipped:
-                log.warning("%s: %d pair(s) name images skipped at extraction; they are left out", ctx["dataset"],
-                            skipped)
-            rows += self._rows(ctx, feature_name(block), res, cc, skipped, stats)
+            cover, notes = pair_coverage(pairs, maps.row, res.pair, cc["pairs"] if "pairs_possible" in pairs.attrs
+                                         else None)
+            if block is None:
+                log.info("%s %s: %s", ctx["dataset"], ctx["model"], "; ".join(notes))
+            rows += self._rows(ctx, feature_name(block), res, cc, cover, notes, stats)
             predict = lambda s, t, xy, m=maps: C.transfer(m[s], m[t], xy, sizes[s], sizes[t],  # noqa: E731
                                                           (size, size), patch, cc["refine"])
-            rows += split_rows(ctx, self, feature_name(block), res, details, cc, stats, predict, pairs)
+            rows += [{**r, **cover}  # a subset's rows rest on the same images (its pairs: its notes)
+                     for r in split_rows(ctx, self, feature_name(block), res, details, cc, stats, predict, pairs)]
             per_part += [{**ctx, "task": self.name, "feature": feature_name(block), "refine": cc["refine"],
                           **{k: 100 * v if k in self.metrics else v for k, v in r.items()}}  # in %, as the table
-                         for r in res.per_part()]
+                         for r in mark_thin_parts(res.per_part(), cc["min_chances"])]
         return rows, per_part
 
-    def _rows(self, ctx, feature, res: C.Transfers, cc, skipped, stats) -> list[dict]:
+    def _rows(self, ctx, feature, res: C.Transfers, cc, cover, notes, stats) -> list[dict]:
         summary = res.summary()
-        note = f"size {cc['size']}, refine {cc['refine']}, threshold alpha x max(target box h, w)"
+        note = "; ".join([f"size {cc['size']}, refine {cc['refine']}, threshold alpha x max(target box h, w)"]
+                         + notes)
         out = []
         for metric in [C.pck_name(a) for a in res.alphas] + [C.CONFUSION]:
             n = int(res.mirror_ok.sum()) if metric == C.CONFUSION else len(res.pair)
             row = result_row(ctx, self.name, feature, metric, 100 * summary[metric], n, protocol=self.protocol,
-                             seed=cc["seed"], skipped=skipped, notes=note)
+                             seed=cc["seed"], notes=note, **cover)
             ids, sums = res.pair_sums(metric)
             out += attach([row], ImageSums("accuracy", ids, sums) if n else None, stats)
         return out

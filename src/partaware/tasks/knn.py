@@ -6,7 +6,9 @@ Database = the training store, queries = the evaluated store (the `pair` stores:
 evaluate --task knn` on a retrieval set such as `all`) it searches that store leave-one-out, each
 query left out of its own neighbours. Features: `knn.features` (`mean`, `cls`; `proj` where the
 stores hold it) L2-normalised, then each per-block summary both stores hold (`block k mean`,
-`block k cls`). Rows: `knn_top1@<k>` for each `knn.k`, `precision@1`, `R-precision`, `MAP@R`,
+`block k cls`). Rows: `knn_top1@<k>` for each `knn.k` (a k above the database's valid rows is
+clamped to them, said in the notes and the log, so a small set still runs), `precision@1`,
+`R-precision`, `MAP@R`,
 with bootstrap intervals over the query images; protocol `exact` (flat index) or `variant` (IVF,
 its measured recall in the notes).
 """
@@ -109,17 +111,23 @@ def knn_rows(cfg: dict, ctx: dict, stores: list) -> list[dict]:
     dvalid, qvalid = _valid(db), _valid(qs)
     ydb, yq = db.read("label")[dvalid], qs.read("label")[qvalid]
     size = len(ydb) - int(loo)
-    if max(kc["k"]) > size:
-        raise ConfigError(f"config key knn.k: {max(kc['k'])} neighbours, but {db.paths[0]} holds {size} valid "
-                          f"rows{' besides the query' if loo else ''}; use k <= {size}")
+    if size < 1:
+        raise ConfigError(f"config key knn.k: {db.paths[0]} holds no valid row{' besides the query' if loo else ''} "
+                          "to search; extract a database with usable images")
+    used = {k: min(k, size) for k in sorted(set(kc["k"]))}  # k above the database: all of it votes
+    clamp = ""
+    if any(k != u for k, u in used.items()):
+        clamp = (f"k clamped to {size}: the database holds {size} valid rows"
+                 f"{' besides the query' if loo else ''} (knn.k {sorted(used)})")
+        log.warning("knn %s: %s", ctx["model"], clamp)
     images = _image_ids(cfg, ctx, qs, qvalid)
     cover = {**(store_coverage(db, dvalid) if loo else combined(store_coverage(db, dvalid),
                                                                  store_coverage(qs, qvalid))),
              "min_class_n": min_class_count(yq)}
     spec = SearchSpec(index=kc["index"], nlist=kc["nlist"], nprobe=kc["nprobe"], float16=kc["float16"],
                       memory_mb=kc["memory_mb"], recall_sample=kc["recall_sample"], seed=cfg.get("seed", 0))
-    ks = sorted(set(kc["k"]))
-    names = [top1_metric(k) for k in ks] + list(NEIGHBOUR_METRICS)
+    ks = sorted(set(used.values()))
+    names = [top1_metric(k) for k in used] + list(NEIGHBOUR_METRICS)
     both = set(db.array_names()) & set(qs.array_names())
     stats, rows = stats_settings(cfg), []
     for feature in list(kc["features"]) + block_features(both):
@@ -135,15 +143,16 @@ def knn_rows(cfg: dict, ctx: dict, stores: list) -> list[dict]:
         log.info("knn %s %s: %s; %s", ctx["model"], feature, res.backend, res.protocol)
         protocol = "variant" if kc["index"] == "ivf" else "exact"  # IVF: approximate, its recall in the notes
         notes = [f"{res.protocol} search", "leave-one-out (the query excluded)" if loo else "train store searched"]
+        notes += [clamp] if clamp else []
         if res.missing_queries:
             notes.append(f"{res.missing_queries} queries of {len(res.missing_classes)} classes absent from the "
                          "database: wrong in knn_top1, left out of the neighbour metrics")
         summary = res.summary()
-        for k in ks:
-            row = result_row(ctx, "knn", feature, top1_metric(k), 100 * summary[top1_metric(k)], len(yq),
+        for k, u in used.items():  # named by the configured k, computed with the clamped one
+            row = result_row(ctx, "knn", feature, top1_metric(k), 100 * summary[top1_metric(u)], len(yq),
                              protocol=protocol, notes="; ".join([f"DINO weighted vote, T={kc['temperature']}"]
                                                                 + notes), **cover)
-            rows += attach([row], _sums("accuracy", images, res.correct[k]), stats)
+            rows += attach([row], _sums("accuracy", images, res.correct[u]), stats)
         for m in NEIGHBOUR_METRICS:
             ok = np.isfinite(res.values[m])
             r_note = f"R capped at {kc['max_r']}" if kc["max_r"] else "R = the class's other samples"

@@ -37,7 +37,8 @@ def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
         if array_of(feature) not in store.array_names():  # e.g. `proj` of a model without a projection head
             log.warning("%s has no %r array (the model does not give that feature): its rows say n/a",
                         store.paths[0], feature)
-            rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol, notes=notes,
+            absent = f"{notes}; no {feature!r} array in the store (the model does not give that feature)"
+            rows += [result_row(ctx, "retrieval", feature, metric, float("nan"), 0, protocol=protocol, notes=absent,
                                 **cover) for metric in ("AP", "mAP")]
             continue
         feats = store.read_checked(array_of(feature), valid=valid)[valid].astype(np.float32)
