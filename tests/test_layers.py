@@ -17,6 +17,7 @@ LAYERS = {
     "cli": 4, "cli_parser": 4, "cli_figures": 4, "extract": 4, "seg_online": 4, "report": 4,
     "report_sections": 4, "figures": 4, "inspect_store": 4, "inspect_verify": 4, "api": 4, "paper": 4,
     "explore": 4, "cli_explore": 4,              # the explorer pages: read stores, reuse figures/
+    "__main__": 4,                               # python -m partaware: the CLI
     "": 4,                                       # partaware/__init__ (loads the public API lazily)
 }
 # The imports that run from a lower layer upward, each with why it stays (at most four).
