@@ -1,8 +1,12 @@
 """The package's layers (docs/design.md, "Layers"): no import cycle, imports point down, the core
-modules import each other at module level, each imports alone, no module over 300 lines."""
+modules import each other at module level, import inside a function only a heavy package (said by a
+`# heavy: <package>` comment), each imports alone, no module over 300 lines."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -58,6 +62,53 @@ def test_core_modules_import_each_other_at_module_level():
     inner = [f"{e.source}:{e.line} -> {e.target}" for e in edges()
              if not e.top_level and _core(e.source) and _core(e.target)]
     assert not inner, f"function-level imports among the core modules: {inner}"
+
+
+def _function_level_imports() -> list[tuple[str, int, str, str]]:
+    """(module, line, imported module by absolute name, statement's source) of every import written
+    inside a function of a core module."""
+    out = []
+    for module, path in modules().items():
+        if not _core(module):
+            continue
+        text = path.read_text()
+        lines = text.splitlines()
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for fn in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [importlib.util.resolve_name("." * node.level + (node.module or ""), package)]
+                else:
+                    continue
+                source = "\n".join(lines[node.lineno - 1:node.end_lineno])
+                out.extend((module, node.lineno, name, source) for name in names)
+    return out
+
+
+def test_core_modules_import_inside_a_function_only_a_heavy_package_said_so():
+    found = _function_level_imports()
+    unsaid, said = [], {}
+    for module, line, name, source in found:
+        heavy = re.search(r"#\s*heavy:\s*([\w.]+)", source)
+        if heavy and heavy.group(1) in HEAVY:
+            said.setdefault((name, heavy.group(1)), []).append(f"{module}:{line}")
+        else:
+            unsaid.append(f"{module}:{line} {source.strip()}")
+    assert not unsaid, (f"{len(found)} function-level imports in the core modules; {len(unsaid)} without a "
+                        f"`# heavy: <package>` comment naming one of {HEAVY} (move them to module level): {unsaid}")
+    # what a comment names is what importing that module really pulls in (a fresh interpreter each)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    runs = {(name, pkg): subprocess.Popen(
+        [sys.executable, "-c", f"import sys, {name}\nassert {pkg!r} in sys.modules, 'no {pkg}'"],
+        env=env, stderr=subprocess.PIPE, text=True) for name, pkg in said}
+    errors = {key: p.communicate(timeout=180)[1].strip().splitlines()[-1:] for key, p in runs.items()}
+    wrong = {f"{said[key]}: {key[0]} (# heavy: {key[1]})": err for key, err in errors.items() if runs[key].returncode}
+    assert not wrong, f"{len(found)} function-level imports in the core modules; these do not pull the heavy " \
+                      f"package their comment names: {wrong}"
 
 
 def test_the_registries_import_neither_config_specs_nor_each_other():

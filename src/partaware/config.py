@@ -11,6 +11,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import yaml
 
 from . import kinds, roles, tasks
@@ -140,8 +141,6 @@ def dataset_schema(kind, schema: dict | None = None) -> dict:
 
 
 def _validate(schema: dict, value, prefix=()) -> None:
-    import jsonschema  # a fifth of a second to import: only when a config is validated
-
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
                     key=lambda e: list(e.absolute_path))
     if errors:

@@ -14,7 +14,7 @@ from .errors import ConfigError
 def check_model(name: str, model: dict) -> None:
     """The checks of one `models` entry beyond the schema: timm knows the architecture, the weights
     named exist, a pickled file is trusted by hash, the normalisation matches the weights'."""
-    import timm  # heavy: only a config check that reaches a model imports it
+    import timm  # heavy: timm (only a config check that reaches a model imports it)
 
     where = f"models.{name}"
     arch = model["arch"]
@@ -22,7 +22,7 @@ def check_model(name: str, model: dict) -> None:
         raise ConfigError(f"config key {where}.arch: timm does not know the model {arch!r}; "
                           f"list candidates with timm.list_models('*{arch.split('_')[0]}*')")
     if model["weights"] == "timm":
-        from .models.availability import timm_weights_problem  # imports timm
+        from .models.availability import timm_weights_problem  # heavy: timm (the models package imports it)
 
         problem = timm_weights_problem(arch)
         if problem:
@@ -59,7 +59,7 @@ def _check_pickle(where: str, model: dict) -> None:
                               "trust (checked before it is unpickled); add it (`sha256sum <file>` prints it)")
         return
     if model["weights"] in ("checkpoint", "file") and "url" not in model and Path(model["path"]).is_file():
-        from .models.checkpoints import blocked_globals, unsafe_pickle_error  # imports torch
+        from .models.checkpoints import blocked_globals, unsafe_pickle_error  # heavy: timm (the models package)
 
         blocked = blocked_globals(Path(model["path"]))
         if blocked:
@@ -69,7 +69,7 @@ def _check_pickle(where: str, model: dict) -> None:
 def _check_timm_normalisation(where: str, model: dict) -> None:
     """Warn when timm weights were trained with another input normalisation than the ImageNet one
     used by default (CLIP, SigLIP, EVA-02): the run would work, on wrongly scaled pixels."""
-    from timm.models import get_pretrained_cfg  # heavy (timm, torch): only for timm weights
+    from timm.models import get_pretrained_cfg  # heavy: timm (only for timm weights)
 
     pcfg = get_pretrained_cfg(model["arch"])
     if pcfg is None or "mean" in model or "std" in model:

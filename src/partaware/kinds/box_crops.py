@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..data import parts as P
 from ..data.box_crops import box_keypoints
+from ..extraction.crop_images import crop_plan
 from ..extraction.crop_names import is_crop_store, split_of
 from .base import Readers
 
@@ -44,7 +45,6 @@ class BoxCrops:
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()):
         if not is_crop_store(split):
             return super().plan(cfg, dataset, split, encoder, device, index_path, shard, readers)
-        from ..extraction.crop_images import crop_plan  # torch: only the extract job loads it
 
         ds = cfg["datasets"][dataset]
         images, keypoints, names = box_keypoints(ds["root"], split_of(split), P.max_images(ds))

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from ..data import parts as P
 from ..data.cub import DEFAULT_PARTS, ROOT_FIX, cub_patches
+from ..data.demo import generate_demo_cub
 from ..data.errors import DataError
+from ..data.pairs import cub_pairs, draw_messages
 from . import register
 from .box_crops import CROP_ROLE, BoxCrops
 from .keypoint_pairs import KeypointPairs
@@ -42,8 +44,6 @@ class Cub(BoxCrops, KeypointPairs, PartKind):
         """`correspondence.pairs` same-class pairs of test images drawn by `correspondence.seed`;
         under `data.on_bad_image: skip` among the images on disk (a partial copy gives the pairs
         its images allow, not pairs of skipped images)."""
-        from ..data.pairs import cub_pairs, draw_messages
-
         cc = cfg["correspondence"]
         skip = cfg["data"]["on_bad_image"] == "skip"
         pairs = cub_pairs(ds["root"], cc["pairs"], cc["seed"], max_images=P.max_images(ds),
@@ -62,7 +62,5 @@ class Cub(BoxCrops, KeypointPairs, PartKind):
         return cub_patches(ds["root"], P.part_ids(ds, DEFAULT_PARTS), P.max_images(ds))
 
     def generate_demo(self, ds: dict, out: Path) -> None:
-        from ..data.demo import generate_demo_cub
-
         generate_demo_cub(out, **ds["demo"])
 

@@ -14,11 +14,17 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import register
 from .. import blocks as B
+from ..data.demo_imagefolder import generate_demo_imagefolder
+from ..data.imagefolder import class_names, first_per_class, list_images
+from ..data.images import patch_transform
 from ..errors import ConfigError, DataError
+from ..extraction.loaders import WholeImages, collate_patches, split_transform
 from ..extraction.plan import ExtractionPlan, shard_range
+from ..extraction.steps import part_step
 from .base import Kind, Readers
 
 log = logging.getLogger(__name__)
@@ -91,21 +97,15 @@ class ImageFolder(Kind):
         return [ds["root"]] if "demo" in ds else []
 
     def generate_demo(self, ds: dict, out: Path) -> None:
-        from ..data.demo_imagefolder import generate_demo_imagefolder
-
         generate_demo_imagefolder(out, **ds["demo"])
 
     # ---- rows
     def classes(self, ds: dict) -> list[str]:
         """The class folder names of the training split, sorted: class k has label k."""
-        from ..data.imagefolder import class_names
-
         return class_names(ds["root"], ds["splits"][0])
 
     def samples(self, ds: dict, split: str, classes: list[str] | None = None) -> list[tuple[str, int]]:
         """(image path, label) of every row of a store, in row order."""
-        from ..data.imagefolder import first_per_class, list_images
-
         folder, subset = self._folder(ds, split)
         rows = list_images(ds["root"], folder, classes or self.classes(ds), ds.get("max_per_class"))
         return first_per_class(rows, ds["attentive_per_class"]) if subset else rows
@@ -116,12 +116,6 @@ class ImageFolder(Kind):
                 f"to_tensor -> normalize mean=({m}) std=({s}) (one cached fixed view, no augmentation)")
 
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
-        import torch
-
-        from ..data.images import patch_transform
-        from ..extraction.loaders import WholeImages, collate_patches, split_transform
-        from ..extraction.steps import part_step
-
         ds = cfg["datasets"][dataset]
         classes = self.classes(ds)
         samples = self.samples(ds, split, classes)

@@ -14,7 +14,11 @@ import logging
 from pathlib import Path
 
 from ..data.errors import DataError
+from ..data.pair_details import write_details
+from ..data.pairs import image_table, read_pairs, write_pairs
+from ..extraction.dense_images import dense_plan
 from ..extraction.dense_names import is_dense_store
+from ..progress import note_work
 from .base import Readers
 
 log = logging.getLogger(__name__)
@@ -47,19 +51,15 @@ class KeypointPairs:
     def build_pairs(self, ds: dict, cfg: dict, out: Path) -> None:
         """Write the pair table (results/index/<dataset>/pairs.parquet) and its pair details
         (`pair_details.parquet` beside it), logging what was left out."""
-        from ..data.pairs import write_pairs
-
         pairs, skipped = self.read_pairs(ds, cfg)
         for message in skipped:
             log.warning("%s", message)
         if pairs.empty:
             raise DataError(f"dataset {ds.get('name', '?')!r}: no keypoint pairs (correspondence needs two test "
                             "images of one class, or listed test pairs); check the dataset's files")
-        from ..data.pair_details import write_details
 
         write_details(self.pair_details(ds, cfg, pairs), out)
         write_pairs(pairs, out)
-        from ..progress import note_work
 
         left_out = pairs.attrs.get("images_left_out")  # a draw's images not on disk (CUB)
         note_work(int(pairs["pair"].nunique()), "pairs", len(skipped) if left_out is None else left_out,
@@ -89,8 +89,6 @@ class KeypointPairs:
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()):
         if not is_dense_store(split):
             return super().plan(cfg, dataset, split, encoder, device, index_path, shard, readers)
-        from ..data.pairs import image_table, read_pairs
-        from ..extraction.dense_images import dense_plan
 
         if index_path is None:
             raise ValueError(f"extract {dataset}/{split}: needs --index results/index/{dataset}/{PAIRS_FILE}")

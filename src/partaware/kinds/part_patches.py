@@ -7,10 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
 from ..data import parts as P
 from .. import blocks as B
+from ..data.images import describe_transform, patch_transform
+from ..extraction.loaders import PatchImages, collate_patches, split_transform
 from ..extraction.plan import ExtractionPlan, shard_range
+from ..extraction.steps import part_step
+from ..progress import note_work
 from .base import Kind, Readers
 
 
@@ -47,8 +53,6 @@ class PartKind(Kind):
         return P.index_from_patches(self.read_patches(ds), ds, self.default_parts, self.default_retrieval)
 
     def build_index(self, ds: dict, outdir: Path, splits: list[str]) -> None:
-        from ..progress import note_work
-
         index = self.read_index(ds)
         for split in splits:
             P.write_index(P.select_split(index, split), Path(outdir) / f"{split}.parquet")
@@ -56,13 +60,6 @@ class PartKind(Kind):
                   detail=f"{len(index)} part patches ({', '.join(splits)})", rate=False)
 
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
-        import pandas as pd
-        import torch
-
-        from ..data.images import describe_transform, patch_transform
-        from ..extraction.loaders import PatchImages, collate_patches, split_transform
-        from ..extraction.steps import part_step
-
         ds = cfg["datasets"][dataset]
         mean, std = encoder.mean_std
         index = pd.read_parquet(index_path)

@@ -10,10 +10,17 @@ result rows: its task `patch_retrieval` plans the store `patches` and the figure
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..data.demo_imagefolder import generate_demo_imagefolder
+from ..data.patchgrid import Grid, list_images
+from ..extraction.grid import GridPatches
+from ..extraction.loaders import collate_patches, split_transform
+from ..extraction.steps import part_step
 from ..projection import projected_model
 from . import register
 from ..errors import ConfigError
@@ -78,10 +85,6 @@ class PatchGrid(Kind):
     def generate_demo(self, ds: dict, out: Path) -> None:
         """`demo: {n_per_class, n_classes, min_side, max_side, seed}`: synthetic shapes in class
         folders under images/ (data/demo_imagefolder)."""
-        import shutil
-
-        from ..data.demo_imagefolder import generate_demo_imagefolder
-
         spec = {"n_per_class": 2, **ds["demo"]}
         n = spec.pop("n_per_class")
         generate_demo_imagefolder(out, n_train=0, n_val=n, splits=("unused", "images"), **spec)
@@ -90,18 +93,10 @@ class PatchGrid(Kind):
     # ---- rows
     def images(self, ds: dict) -> list[str]:
         """The image of every group of `n_patches` rows, in row order."""
-        from ..data.patchgrid import list_images
-
         return list_images(ds["root"], ds.get("max_images"))
 
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
-        import torch
-        from torchvision import transforms as T
-
-        from ..data.patchgrid import Grid
-        from ..extraction.grid import GridPatches
-        from ..extraction.loaders import collate_patches, split_transform
-        from ..extraction.steps import part_step
+        from torchvision import transforms as T  # heavy: torchvision (only the extract job builds a transform)
 
         ds = cfg["datasets"][dataset]
         grid, n = Grid.of(ds), Grid.of(ds).n_patches

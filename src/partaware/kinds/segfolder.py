@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from ..data import segfolder
+from ..data.demo_seg import generate_demo_seg
+from ..data.seg_pipeline import PRESETS, SegPipeline
 from ..data.segfolder import LAYOUTS
 from . import register
 from ..errors import ConfigError, seg_protocols
+from ..extraction.loaders import SegImages, collate_seg
 from ..extraction.plan import ExtractionPlan, shard_range
+from ..extraction.steps import seg_step
 from .base import Kind, Readers
 
 SCALE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
@@ -90,8 +97,6 @@ class SegFolder(Kind):
 
     def pipeline(self, ds: dict):
         """The paper protocol's `data.seg_pipeline.SegPipeline` of this dataset."""
-        from ..data.seg_pipeline import PRESETS, SegPipeline
-
         spec = ds["pipeline"]
         if isinstance(spec, str):
             return PRESETS[spec]
@@ -104,14 +109,10 @@ class SegFolder(Kind):
         return [ds["root"]] if "demo" in ds else []
 
     def generate_demo(self, ds: dict, out: Path) -> None:
-        from ..data.demo_seg import generate_demo_seg
-
         generate_demo_seg(out, **ds["demo"])
 
     def samples(self, ds: dict, split: str) -> list[dict]:
         """Every image of a split with its label files, numbered by `row` (folders: `data.segfolder`)."""
-        from ..data import segfolder
-
         samples = segfolder.list_samples(ds["root"], split, ds["label_sets"], layout=ds.get("layout", "mmseg"),
                                          images=ds.get("images"))
         for i, s in enumerate(samples):
@@ -119,11 +120,6 @@ class SegFolder(Kind):
         return samples
 
     def plan(self, cfg, dataset, split, encoder, device, index_path, shard, readers=Readers()) -> ExtractionPlan:
-        import torch
-
-        from ..extraction.loaders import SegImages, collate_seg
-        from ..extraction.steps import seg_step
-
         ds = cfg["datasets"][dataset]
         every = self.samples(ds, split)
         lo, hi = shard_range(len(every), shard, cfg["extract"]["shards"])

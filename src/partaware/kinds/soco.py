@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import register
+from ..data.soco import soco_details, soco_pairs
 from ..errors import ConfigError
 from .base import Kind
 from .keypoint_pairs import KeypointPairs
@@ -49,12 +50,8 @@ class SOCO(KeypointPairs, Kind):
         return {"pair_types": list(ds["pair_types"]), "max_pairs_per_group": ds["max_pairs_per_group"]}
 
     def read_pairs(self, ds: dict, cfg: dict):
-        from ..data.soco import soco_pairs
-
         return soco_pairs(ds["root"], ds["pair_types"], ds["max_pairs_per_group"], cfg["data"]["on_bad_image"])
 
     def pair_details(self, ds: dict, cfg: dict, pairs):
         """Match kinds, concept targets and pair groups (`data.soco.soco_details`)."""
-        from ..data.soco import soco_details
-
         return soco_details(ds["root"], pairs, ds["pair_types"], ds["max_pairs_per_group"])

@@ -9,7 +9,8 @@ confusion).
 from __future__ import annotations
 
 from . import register
-from ..data.spair import ROOT_FIX
+from ..data.spair import ROOT_FIX, spair_pairs
+from ..data.spair_geometry import spair_details
 from ..errors import ConfigError
 from .base import Kind
 from .keypoint_pairs import KeypointPairs
@@ -51,12 +52,8 @@ class SPair(KeypointPairs, Kind):
 
     def read_pairs(self, ds: dict, cfg: dict):
         """Its listed test pairs; a pair naming a missing image follows `data.on_bad_image`."""
-        from ..data.spair import spair_pairs
-
         return spair_pairs(ds["root"], "test", ds["mirror"], cfg["data"]["on_bad_image"])
 
     def pair_details(self, ds: dict, cfg: dict, pairs):
         """Each pair's difficulty fields and each keypoint's geometry-aware flag (`data.spair_geometry`)."""
-        from ..data.spair_geometry import spair_details
-
         return spair_details(ds["root"], "test", pairs)

@@ -6,8 +6,10 @@ import torch
 
 from ..devices import resolve_device
 from ..coverage import combined, min_class_count, store_coverage
+from ..evals import attentive as A
 from ..intervals import settings as stats_settings
 from ..store import FeatureStore
+from ..store_batches import StoreBatches
 from . import register
 from .base import Task
 from .common import _as_stored, _image_ids, _num_classes, _probe_rows, _valid
@@ -17,14 +19,10 @@ from .linear import SGD_PROBE, TOP1
 def _token_batches(store: FeatureStore, batch_size: int, memory_mb: float, device: torch.device):
     """Token batches of the valid rows (see `store_batches.StoreBatches`): per-sample shuffled
     with `.epochs(seed)`, in stored order with `.epochs(None)`."""
-    from ..store_batches import StoreBatches
-
     return StoreBatches(store, "tokens", batch_size, memory_mb=memory_mb, pin_memory=device.type == "cuda")
 
 
 def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
-    from ..evals.attentive import train_attentive
-
     pc = cfg["attentive"]
     bn_group, memory_mb = pc["bn_group"], pc["memory_mb"]
     device = resolve_device(cfg["device"])
@@ -41,7 +39,7 @@ def attentive_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore
     images = _image_ids(cfg, ctx, test, _valid(test))  # the test batches serve the valid rows in stored order
     rows = []
     for seed in pc["seeds"]:
-        res = train_attentive(train_batches.epochs(seed), test_batches.epochs(None), classes, dim,
+        res = A.train_attentive(train_batches.epochs(seed), test_batches.epochs(None), classes, dim,
                               epochs=pc["epochs"], lr=pc["lr"], batch_size=pc["batch_size"],
                               momentum=pc["momentum"], weight_decay=pc["weight_decay"], seed=seed,
                               device=device, bn_group=bn_group)

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 
 from ..coverage import store_coverage
+from ..evals import bootstrap as BS
 from ..intervals import attach
 from ..results import result_row
 from ..store import FeatureStore
@@ -38,8 +39,6 @@ def _image_ids(cfg: dict, ctx: dict, store: FeatureStore, valid: np.ndarray) -> 
 
 def _sums(kind: str, images, *values):
     """Per-image sums for the bootstrap (`evals.bootstrap`), None without image ids."""
-    from ..evals import bootstrap as BS
-
     if images is None:
         return None
     if kind == "retrieval":

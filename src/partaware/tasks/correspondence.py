@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.pair_details import read_details
+from ..data.pairs import read_pairs
 from ..evals import correspondence as C
 from ..errors import ConfigError
 from ..evals.bootstrap import ImageSums
@@ -161,8 +162,6 @@ class Correspondence(Task):
         return Path(ctx.get("index_dir") or Path("results") / "index" / ctx["dataset"]) / PAIRS_FILE
 
     def rows(self, cfg: dict, ctx: dict, stores: list) -> tuple[list[dict], list[dict]]:
-        from ..data.pairs import read_pairs
-
         cc = cfg["correspondence"]
         store = stores[0]
         path = self.pairs_path(cfg, ctx)

@@ -19,8 +19,14 @@ import logging
 import numpy as np
 
 from ..blocks import array_of, features as block_features
+from ..coverage import combined, min_class_count, store_coverage
 from ..errors import ConfigError
-from ..evals.knn import METRICS as NEIGHBOUR_METRICS  # numpy only: faiss is imported when a search runs
+from ..evals.knn import METRICS as NEIGHBOUR_METRICS, evaluate_knn, top1_metric
+# evals.knn and evals.neighbours import numpy only: faiss is imported when a search runs
+from ..evals import neighbours as N
+from ..evals.neighbours import Chunks, SearchSpec
+from ..intervals import attach, settings as stats_settings
+from ..results import result_row
 from . import register
 from .base import Task
 from .common import _as_stored, _image_ids, _sums, _valid
@@ -83,11 +89,9 @@ class KnnTask(Task):
     }
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..evals.neighbours import INSTALL, faiss_installed
-
-        if not faiss_installed():
+        if not N.faiss_installed():
             raise ConfigError(f"config key {where}.tasks: the knn task needs faiss, which is not installed; "
-                              f"install it: {INSTALL}; or drop knn from the tasks")
+                              f"install it: {N.INSTALL}; or drop knn from the tasks")
         kc = cfg.get("knn") or {}
         if kc.get("index") == "ivf" and kc.get("nlist") and kc.get("nprobe", 16) > kc["nlist"]:
             raise ConfigError(f"config key knn.nprobe: {kc['nprobe']} is more than knn.nlist ({kc['nlist']}); "
@@ -99,12 +103,6 @@ class KnnTask(Task):
 
 def knn_rows(cfg: dict, ctx: dict, stores: list) -> list[dict]:
     """The rows of `stores` = [database, queries], or [one store] searched leave-one-out."""
-    from ..coverage import combined, min_class_count, store_coverage
-    from ..evals.knn import evaluate_knn, top1_metric
-    from ..evals.neighbours import Chunks, SearchSpec
-    from ..intervals import attach, settings as stats_settings
-    from ..results import result_row
-
     kc = cfg["knn"]
     db, qs = stores[0], stores[-1]
     loo = len(stores) == 1

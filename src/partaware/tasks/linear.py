@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..devices import resolve_device
 from ..coverage import combined, min_class_count
+from ..evals.probes import train_linear
 from ..intervals import settings as stats_settings
 from ..store import FeatureStore
 from . import register
@@ -25,8 +26,6 @@ TOP1 = {"top1_best_epoch": "top1", "top1_last_epoch": "top1"}
 
 
 def linear_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
-    from ..evals.probes import train_linear
-
     pc = cfg["linear"]
     xtr, ytr, sk1 = _split_xy(train, "cls")
     xte, yte, sk2 = _split_xy(test, "cls")

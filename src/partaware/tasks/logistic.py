@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..blocks import array_of, features as block_features
 from ..coverage import combined, min_class_count
+from ..evals.probes import train_logistic
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from ..store import FeatureStore
@@ -13,8 +14,6 @@ from .common import _as_stored, _image_ids, _split_xy, _sums, _valid
 
 
 def logistic_rows(cfg: dict, ctx: dict, train: FeatureStore, test: FeatureStore) -> list[dict]:
-    from ..evals.probes import train_logistic
-
     lc = cfg["logistic"]
     images = _image_ids(cfg, ctx, test, _valid(test))
     rows = []

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..evals import part_discovery as D
 from ..evals.bootstrap import ImageSums
+from ..evals import neighbours as N
 from ..extraction.crop_names import store_name
 from ..extraction.dense_names import FINAL, block_array
 from ..intervals import attach, settings as stats_settings
@@ -107,8 +108,6 @@ class PartDiscovery(Task):
         return {"size": pc["size"], "blocks": sorted(set(pc["blocks"]))}
 
     def check(self, where: str, ds: dict, cfg: dict) -> None:
-        from ..evals.neighbours import faiss_installed
-
         pc = cfg["part_discovery"]
         if len(set(pc["k"])) != len(pc["k"]):
             raise ConfigError(f"config key part_discovery.k: {pc['k']} lists a K twice; list each once")
@@ -119,7 +118,7 @@ class PartDiscovery(Task):
             raise ConfigError(f"config key part_discovery.figure_k: {pc['figure_k']} is not one of part_discovery.k "
                               f"{pc['k']}; pick one of them")
         _check_demo_tokens(where, ds, cfg)
-        if not faiss_installed():
+        if not N.faiss_installed():
             raise ConfigError(f"config key {where}.tasks: part_discovery needs faiss (k-means), which is not "
                               "installed; install it: pip install faiss-cpu (or pip install '.[cpu]'; a CUDA "
                               "machine: pip install '.[gpu]'), or drop part_discovery from the tasks")

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..evals import clustering
 from ..evals import part_discovery as D
 from ..evals.bootstrap import ImageSums
+from ..evals import neighbours as N
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from . import register
@@ -47,9 +48,8 @@ class PartDiscoveryPixels(Task):
                               "`part` label set, which this dataset lacks; add one or drop the task")
         if len(set(pc["k"])) != len(pc["k"]):
             raise ConfigError(f"config key part_discovery.k: {pc['k']} lists a K twice; list each once")
-        from ..evals.neighbours import faiss_installed
 
-        if not faiss_installed():
+        if not N.faiss_installed():
             raise ConfigError(f"config key {where}.tasks: part_discovery_pixels needs faiss (k-means), which is not "
                               "installed; install it: pip install faiss-cpu, or drop the task")
 

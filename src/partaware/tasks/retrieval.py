@@ -9,6 +9,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..blocks import array_of, features as block_features
 from ..coverage import min_class_count, store_coverage
+from ..evals.retrieval import average_precision_per_query, degenerate_note, summarise_checked
 from ..intervals import attach, settings as stats_settings
 from ..results import result_row
 from ..store import FeatureStore
@@ -20,8 +21,6 @@ log = logging.getLogger(__name__)
 
 
 def retrieval_rows(cfg: dict, ctx: dict, store: FeatureStore) -> list[dict]:
-    from ..evals.retrieval import average_precision_per_query, degenerate_note, summarise_checked
-
     rc = cfg["retrieval"]
     valid = _valid(store)
     labels = store.read("label")[valid]

@@ -12,6 +12,7 @@ import torch
 from ..errors import seg_protocols
 from ..devices import resolve_device
 from ..coverage import combined, store_coverage
+from ..evals.segmentation import evaluate_seg_probe, pass_order, shuffled_batches, train_seg_probe
 from ..intervals import attach, settings as stats_settings
 from ..results import segmentation_protocol
 from ..results import segmentation_rows as seg_result_rows
@@ -30,8 +31,6 @@ def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_s
     `memory_mb` (read once, revisited many times), else stored runs of `batch_size` rows shuffled
     as blocks, so disk reads stay sequential. Testing (`seed` None): store order.
     """
-    from ..evals.segmentation import pass_order, shuffled_batches
-
     valid = _valid(store)
     names = [f"layers/{b}" for b in blocks] + [f"labels/{label_set}"]
     row_bytes = sum(np.prod(store.info(n)["shape"][1:]) * np.dtype(store.info(n)["dtype"]).itemsize
@@ -68,8 +67,6 @@ def _seg_batches(store: FeatureStore, blocks: list[int], label_set: str, batch_s
 
 def segmentation_rows(cfg: dict, ctx: dict, train: FeatureStore, val: FeatureStore) -> tuple[list[dict], list[dict]]:
     """The cached protocol: a probe per label set on the stored fixed views, shuffled per pass."""
-    from ..evals.segmentation import evaluate_seg_probe, train_seg_probe
-
     ds, sc = cfg["datasets"][ctx["dataset"]], cfg["segmentation"]
     device = resolve_device(cfg["device"])
     protocol, notes = segmentation_protocol(sc, "cached")
