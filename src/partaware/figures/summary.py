@@ -143,7 +143,8 @@ def draw_summary(data: pd.DataFrame):
         ax.set_xticks(np.arange(len(groups)), [tick_label(g) for g in groups], fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_title(f"{dataset}: {family}", fontsize=10)
-        top = np.nanmax(np.r_[d["value"].to_numpy(float), d["paper"].to_numpy(float)])
+        heights = np.r_[d["value"].to_numpy(float), d["paper"].to_numpy(float)]
+        top = np.nanmax(heights) if np.isfinite(heights).any() else np.nan  # an empty panel: no value, no warning
         ax.set_ylim(0, min(100, max(10, top * 1.12)) if np.isfinite(top) else 100)
         ax.grid(axis="y", alpha=0.3)
         if d["value"].isna().all():
