@@ -128,6 +128,8 @@ def test_rows_detail_and_intervals_from_built_stores():
     assert set(by) == {f"{m}@{k}" for m in ("NMI", "ARI", "keypoint_error") for k in (4, 2)}
     assert by["NMI@4"]["value"] == pytest.approx(100) and by["ARI@4"]["value"] == pytest.approx(100)
     assert by["NMI@4"]["n"] == 18 * 3 and by["NMI@4"]["skipped"] == 2  # one without keypoints, one unreadable
+    assert by["NMI@4"]["images"] == 18 and by["keypoint_error@4"]["images"] == 18  # the test images scored
+    assert "under 10 per cell" in by["NMI@4"]["notes"]  # 54 keypoints over 4 x 3 cells: the small-sample bias is named
     assert by["NMI@2"]["value"] < 100 and np.isfinite(by["NMI@2"]["ci_low"])
     assert by["NMI@4"]["ci_low"] == pytest.approx(100) and by["NMI@4"]["protocol"] == "exact"
     assert by["keypoint_error@4"]["value"] < 30 and by["keypoint_error@4"]["n"] == 54

@@ -167,11 +167,18 @@ class PartDiscovery(Task):
             notes.append(f"{empty} of {k} clusters empty on the test split")
         if len(cluster) and len(np.unique(cluster)) == 1:
             notes.append("every test keypoint falls in one cluster (the tokens do not separate): NMI and ARI are 0")
+        cells = k * test.keypoints.shape[1]
+        if len(cluster) < 10 * cells:  # plug-in mutual information is biased up by about cells / (2 n)
+            notes.append(f"NMI/ARI from {len(cluster)} keypoints over {cells} cluster x keypoint cells (under 10 per "
+                         "cell): biased upward, and the bootstrap interval, which resamples images with repeats, "
+                         "can lie above the value")
         note = "; ".join(notes)
         if len(train.rows) < 10 * 3 * k:
             note += (f"; keypoint regression fitted on {len(train.rows)} train images for {3 * k} inputs (under 10 "
                      "per input): keypoint_error is unreliable")
-        base = dict(protocol=self.protocol, seed=pc["seed"], skipped=skipped, notes=note)
+        note += f"; clusters fitted on {len(train.rows)} train images"
+        # images: the test images scored (the share `images used` is of all test images)
+        base = dict(protocol=self.protocol, seed=pc["seed"], skipped=skipped, images=int(with_kp.sum()), notes=note)
         out = attach([result_row(ctx, self.name, feature, f"NMI@{k}", nmi, len(cluster), **base),
                       result_row(ctx, self.name, feature, f"ARI@{k}", ari, len(cluster), **base)],
                      ImageSums("contingency", ids[with_kp], table[with_kp]) if len(cluster) else None, stats)
