@@ -32,7 +32,8 @@ UPWARD = {
         "a job config without `stats` gets the schema's defaults, which config assembles",
 }
 CORE = ("errors", "blocks", "roles", "config", "config_models", "specs", "kinds", "tasks", "projection")
-HEAVY = ("torch", "torchvision", "timm", "faiss", "matplotlib")
+# jsonschema: not on the GPU machines, where the benches import config (tests/test_bench.py blocks it)
+HEAVY = ("torch", "torchvision", "timm", "faiss", "matplotlib", "jsonschema")
 MAX_LINES = 300
 
 

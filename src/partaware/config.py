@@ -11,7 +11,6 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from . import kinds, roles, tasks
@@ -141,6 +140,8 @@ def dataset_schema(kind, schema: dict | None = None) -> dict:
 
 
 def _validate(schema: dict, value, prefix=()) -> None:
+    import jsonschema  # heavy: jsonschema (absent on the GPU machines, whose benches load configs unvalidated)
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
                     key=lambda e: list(e.absolute_path))
     if errors:
