@@ -154,3 +154,15 @@ def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
     return typed(read_table(path, COLUMNS, "pair table", "the pair_table rule, `partaware pairs`"))
+
+
+def missing_pair_image(pair_file, images, on_bad_image: str) -> str | None:
+    """The message of a listed pair whose image is not on disk (None when both are): an error
+    naming the file and the fix, or, under `data.on_bad_image: skip`, the message to count."""
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if not missing:
+        return None
+    message = f"{pair_file}: image {missing[0]} not found"
+    if on_bad_image != "skip":
+        raise DataError(f"{message}; restore it, or set `data.on_bad_image: skip` to leave such pairs out")
+    return message

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
-from .pairs import COLUMNS, typed
+from .pairs import COLUMNS, missing_pair_image, typed
 
 PAIR_TYPES = {"intra": "PairAnnotations/intra", "cross": "PairAnnotations/cross"}
 ROOT_FIX = "set the dataset's `root` to the SOCOv1 folder that holds Images/ and PairAnnotations/{intra,cross}/"
@@ -95,11 +95,8 @@ def soco_pairs(root: str | os.PathLike, pair_types=("intra", "cross"), max_per_g
         p = _parse(path)
         ann, (src_cat, trg_cat) = p["ann"], p["cats"]
         paths = [root / "Images" / src_cat / str(ann["src_image"]), root / "Images" / trg_cat / str(ann["trg_image"])]
-        missing = [str(q) for q in paths if not q.is_file()]
-        if missing:
-            message = f"{path}: image {missing[0]} not found"
-            if on_bad_image != "skip":
-                raise DataError(f"{message}; restore it, or set `data.on_bad_image: skip` to leave such pairs out")
+        message = missing_pair_image(path, paths, on_bad_image)
+        if message:
             skipped.append(message)
             continue
         exact = set(p["exact"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
-from .pairs import COLUMNS, typed
+from .pairs import COLUMNS, missing_pair_image, typed
 
 SPLITS = ("trn", "val", "test")
 ROOT_FIX = "set the dataset's `root` to the SPair-71k folder that holds JPEGImages/, PairAnnotation/ and ImageAnnotation/"
@@ -92,11 +92,8 @@ def spair_pairs(root: str | os.PathLike, split: str = "test", mirror: dict | Non
             raise DataError(f"{path}: {len(src_pts)} src_kps, {len(trg_pts)} trg_kps and {len(ids)} kps_ids differ; "
                             "restore the file from the official archive")
         paths = [root / "JPEGImages" / cat / name for name in (src, trg)]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            message = f"{path}: image {missing[0]} not found"
-            if on_bad_image != "skip":
-                raise DataError(f"{message}; restore it, or set `data.on_bad_image: skip` to leave such pairs out")
+        message = missing_pair_image(path, paths, on_bad_image)
+        if message:
             skipped.append(message)
             continue
         box = _box_size(path, ann, "trg_bndbox")
